@@ -1,0 +1,1 @@
+"""models of lidar_ovseg_ros."""

@@ -1,0 +1,1 @@
+"""nodes of lidar_ovseg_ros."""

@@ -1,0 +1,1 @@
+"""occupancy of lidar_ovseg_ros."""

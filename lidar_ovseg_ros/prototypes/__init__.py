@@ -1,0 +1,1 @@
+"""prototypes of lidar_ovseg_ros."""

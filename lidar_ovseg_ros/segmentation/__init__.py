@@ -1,0 +1,1 @@
+"""segmentation of lidar_ovseg_ros."""
