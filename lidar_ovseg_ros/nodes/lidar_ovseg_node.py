@@ -1,0 +1,312 @@
+"""`lidar_ovseg_node`: labels every incoming LiDAR point with the active open vocabulary.
+
+Thin adapter: PointCloud2 -> numpy (pointcloud.py) -> LidarSegmenter -> labeled PointCloud2,
+voxel MarkerArray, vocabulary/legend topics and /diagnostics. The subscription callback only
+stores the newest cloud; one worker thread runs the model and drops stale clouds (counted).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticStatus
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import PointCloud2
+from std_msgs.msg import Float32
+from visualization_msgs.msg import MarkerArray
+
+from lidar_ovseg_ros.latest_worker import LatestWorker
+from lidar_ovseg_ros.nodes.common import (
+    DiagnosticsPublisher,
+    RollingStats,
+    VocabularyParameters,
+    VocabularyPublisher,
+    input_qos,
+    output_qos,
+    stamp_to_seconds,
+    voxel_markers,
+)
+from lidar_ovseg_ros.pointcloud import PointCloudFormatError, labeled_cloud_to_msg, read_points
+from lidar_ovseg_ros.vocabulary import VocabularyError
+from lidar_ovseg_ros.vocabulary_switch import SwitchStatus, VocabularySwitcher
+from lidar_ovseg_ros.voxels import voxelize_labels
+
+
+@dataclass
+class LidarNodeParams:
+    """Every parameter of the node, declared once; `config/lidar_ovseg.yaml` mirrors these."""
+
+    # Model (read at start-up).
+    profile: str = "tiny"  # "full": ScaLR+ checkpoint + DINOv2-large + sd-turbo; "tiny": built-in
+    checkpoint: str = ""  # ScaLR+ ckpt_last.pth (profile full)
+    backbone: str = "scalr_plus"
+    sensor: str = "nuscenes"  # intensity normalisation: nuscenes | semantickitti
+    feature_model: str = "facebook/dinov2-large"
+    generator_model: str = "stabilityai/sd-turbo"
+    images_per_class: int = 4
+    seed: int = 0
+    cache_dir: str = ""
+    classifier: str = "logreg"
+    min_score: float = 0.0
+    device: str = "auto"
+    amp: str = "none"
+    # I/O (read per frame, settable at runtime).
+    input_reliability: str = "best_effort"
+    max_points: int = 500_000
+    voxel_size: float = 0.4
+    max_markers: int = 20_000
+    publish_markers: bool = True
+    diagnostics_period: float = 1.0
+
+
+_RUNTIME = {"max_points", "voxel_size", "max_markers", "publish_markers"}
+
+
+def _check_runtime(name: str, value: Any) -> str | None:
+    if name == "max_points" and value <= 0:
+        return "max_points must be positive"
+    if name == "voxel_size" and value <= 0:
+        return "voxel_size must be positive"
+    if name == "max_markers" and value < 0:
+        return "max_markers must be >= 0"
+    return None
+
+
+class LidarOvsegNode(Node):
+    """The LiDAR open-vocabulary segmentation node."""
+
+    def __init__(self, **node_kwargs: Any) -> None:
+        super().__init__("lidar_ovseg_node", **node_kwargs)
+        for f in fields(LidarNodeParams):
+            self.declare_parameter(
+                f.name,
+                f.default,
+                ParameterDescriptor(read_only=f.name not in _RUNTIME),
+            )
+        p = LidarNodeParams(
+            **{f.name: self.get_parameter(f.name).value for f in fields(LidarNodeParams)}
+        )
+        self.params = p
+        self._runtime = {name: getattr(p, name) for name in _RUNTIME}
+        self.add_on_set_parameters_callback(self._on_set_runtime)
+
+        from lidar_ovseg_ros.segmentation.segmenter import LidarSegmenter, SegmenterConfig
+
+        cfg = SegmenterConfig(
+            profile=p.profile,
+            checkpoint=p.checkpoint or None,
+            backbone=p.backbone,
+            sensor=p.sensor,
+            feature_model=p.feature_model,
+            generator_model=p.generator_model,
+            images_per_class=p.images_per_class,
+            seed=p.seed,
+            cache_dir=p.cache_dir or None,
+            classifier=p.classifier,
+            min_score=p.min_score,
+            device=p.device,
+            amp=p.amp,
+        )
+        self.segmenter = LidarSegmenter.from_config(cfg)
+        if p.profile == "tiny":
+            self.get_logger().warning(
+                "profile 'tiny': the built-in small untrained models are running; labels are "
+                "NOT meaningful. Set profile:=full with a ScaLR+ checkpoint for real labels."
+            )
+
+        self._lock = threading.Lock()
+        self.counters = {
+            "received": 0,
+            "processed": 0,
+            "rejected_malformed": 0,
+            "rejected_oversized": 0,
+            "empty": 0,
+            "skipped_no_vocabulary": 0,
+        }
+        self.last_rejection = ""
+        self.processing_ms = RollingStats()
+        self.latency_ms = RollingStats()
+        self._frame_id = ""
+
+        self.cloud_pub = self.create_publisher(PointCloud2, "~/output/points", output_qos())
+        self.marker_pub = self.create_publisher(MarkerArray, "~/output/voxels", output_qos())
+        self.proc_pub = self.create_publisher(Float32, "~/debug/processing_time_ms", 10)
+        self.latency_pub = self.create_publisher(Float32, "~/debug/pipeline_latency_ms", 10)
+        self.vocab_pub = VocabularyPublisher(self)
+
+        self.switcher = VocabularySwitcher(self.segmenter, on_change=self._on_vocabulary_status)
+        self.vocab_params = VocabularyParameters(self, self.switcher)
+        vocabulary, source = self.vocab_params.initial()
+        self.switcher.request(vocabulary, source)
+
+        self.worker: LatestWorker = LatestWorker(self._process, name="lidar-ovseg-worker")
+        self.subscription = self.create_subscription(
+            PointCloud2, "~/input/points", self._on_cloud, input_qos(p.input_reliability)
+        )
+        self.diagnostics = DiagnosticsPublisher(
+            self, "lidar segmentation", self._diagnostics, period=p.diagnostics_period
+        )
+        self.get_logger().info(
+            f"listening on {self.subscription.topic_name} ({p.input_reliability}); "
+            f"device {self.segmenter.device}; profile {p.profile}"
+        )
+
+    # -- callbacks -----------------------------------------------------------------------------
+
+    def _on_cloud(self, msg: PointCloud2) -> None:
+        with self._lock:
+            self.counters["received"] += 1
+        self.worker.submit(msg)
+
+    def _on_set_runtime(self, params: list[Parameter]) -> SetParametersResult:
+        for prm in params:
+            if prm.name in _RUNTIME:
+                reason = _check_runtime(prm.name, prm.value)
+                if reason:
+                    return SetParametersResult(successful=False, reason=reason)
+        for prm in params:
+            if prm.name in _RUNTIME:
+                self._runtime[prm.name] = prm.value
+        return SetParametersResult(successful=True)
+
+    def _on_vocabulary_status(self, status: SwitchStatus) -> None:
+        self.vocab_pub.publish(status, self._frame_id)
+
+    # -- the worker ----------------------------------------------------------------------------
+
+    def _reject(self, counter: str, reason: str) -> None:
+        with self._lock:
+            self.counters[counter] += 1
+            self.last_rejection = reason
+        self.get_logger().warning(f"rejected a cloud: {reason}", throttle_duration_sec=5.0)
+
+    def _process(self, msg: PointCloud2) -> None:
+        start = time.perf_counter()
+        try:
+            scan = read_points(msg)
+        except PointCloudFormatError as exc:
+            self._reject("rejected_malformed", f"malformed PointCloud2: {exc}")
+            return
+        n = len(scan)
+        max_points = int(self._runtime["max_points"])
+        if n > max_points:
+            self._reject("rejected_oversized", f"{n} points exceeds max_points={max_points}")
+            return
+        if self.switcher.status().active is None:
+            with self._lock:
+                self.counters["skipped_no_vocabulary"] += 1
+            return
+        self._frame_id = msg.header.frame_id
+        points = np.zeros((n, 4), np.float32)
+        points[:, :3] = scan.xyz
+        if scan.intensity is not None:
+            points[:, 3] = scan.intensity
+        if n == 0:
+            with self._lock:
+                self.counters["empty"] += 1
+        result = self.segmenter.segment(points)
+        vocabulary = result.vocabulary.vocabulary
+        rgb = vocabulary.colors_for(result.labels)
+        height = scan.shape[0] if scan.shape[0] * scan.shape[1] == n and n else 1
+        out = labeled_cloud_to_msg(
+            msg.header, scan.xyz, points[:, 3], result.labels, result.scores, rgb, height=height
+        )
+        self.cloud_pub.publish(out)
+        if self._runtime["publish_markers"]:
+            grid = voxelize_labels(
+                scan.xyz,
+                result.labels,
+                float(self._runtime["voxel_size"]),
+                max_voxels=int(self._runtime["max_markers"]),
+            )
+            self.marker_pub.publish(voxel_markers(grid, vocabulary, msg.header))
+        elapsed_ms = (time.perf_counter() - start) * 1e3
+        latency_ms = (
+            self.get_clock().now().nanoseconds * 1e-9 - stamp_to_seconds(msg.header.stamp)
+        ) * 1e3
+        self.processing_ms.add(elapsed_ms)
+        self.latency_ms.add(latency_ms)
+        self.proc_pub.publish(Float32(data=float(elapsed_ms)))
+        self.latency_pub.publish(Float32(data=float(latency_ms)))
+        with self._lock:
+            self.counters["processed"] += 1
+
+    # -- diagnostics ---------------------------------------------------------------------------
+
+    def _diagnostics(self) -> tuple[bytes, str, dict[str, Any]]:
+        status = self.switcher.status()
+        with self._lock:
+            counters = dict(self.counters)
+            last_rejection = self.last_rejection
+        values: dict[str, Any] = {
+            **counters,
+            "dropped_stale": self.worker.dropped,
+            "worker_errors": self.worker.failed,
+            "device": str(self.segmenter.device),
+            "profile": self.params.profile,
+            "vocabulary": status.active.name if status.active else "",
+            "vocabulary_classes": len(status.active) if status.active else 0,
+            "vocabulary_state": status.state,
+            "vocabulary_progress": status.progress,
+            "vocabulary_error": status.last_error,
+            "last_rejection": last_rejection,
+        }
+        for key, stats in (
+            ("processing_time_ms", self.processing_ms),
+            ("latency_ms", self.latency_ms),
+        ):
+            for k, v in stats.summary().items():
+                values[f"{key}_{k}"] = v
+        if status.active is None:
+            level = DiagnosticStatus.ERROR if status.state == "failed" else DiagnosticStatus.WARN
+            message = status.last_error or "building the first vocabulary"
+        elif status.state == "building":
+            level = DiagnosticStatus.OK
+            pending = status.pending.name if status.pending else ""
+            message = f"building vocabulary '{pending}' ({status.progress:.0%})"
+        elif status.last_error:
+            level, message = DiagnosticStatus.WARN, status.last_error
+        elif counters["rejected_malformed"] or counters["rejected_oversized"] or self.worker.failed:
+            level, message = DiagnosticStatus.WARN, f"rejected input: {last_rejection}"
+        else:
+            level, message = DiagnosticStatus.OK, "labeling"
+        return level, message, values
+
+    def shutdown(self) -> None:
+        self.worker.stop()
+        self.switcher.shutdown()
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = LidarOvsegNode()
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (FileNotFoundError, VocabularyError, ValueError) as exc:
+        print(f"[lidar_ovseg_node] start-up failed: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

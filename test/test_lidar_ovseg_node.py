@@ -1,0 +1,312 @@
+"""lidar_ovseg_node over real rclpy and DDS: labels, runtime vocabulary, bad input, markers."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+
+import numpy as np
+import pytest
+from conftest import RosHarness, wait_for
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, PointCloud2, PointField
+from std_msgs.msg import Float32, String
+from visualization_msgs.msg import Marker, MarkerArray
+
+from lidar_ovseg_ros.pointcloud import decode_fields, unpack_rgb
+from lidar_ovseg_ros.vocabulary import NO_CLASS_COLOR, NO_CLASS_ID, load_preset
+
+pytestmark = pytest.mark.ros
+
+NODE = "/lidar_ovseg_node"
+
+
+def cloud_msg(points: np.ndarray, stamp_sec: int = 100, frame_id: str = "LIDAR_TOP"):
+    """A Velodyne-like PointCloud2 (x, y, z, intensity, ring) from [N, 5] float32 points."""
+    msg = PointCloud2()
+    msg.header.frame_id = frame_id
+    msg.header.stamp.sec = stamp_sec
+    msg.height, msg.width = 1, len(points)
+    names = ["x", "y", "z", "intensity", "ring"][: points.shape[1]]
+    msg.fields = [
+        PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+        for i, n in enumerate(names)
+    ]
+    msg.point_step = 4 * len(names)
+    msg.row_step = msg.point_step * msg.width
+    msg.is_dense = bool(np.isfinite(points).all())
+    msg.data = np.ascontiguousarray(points, np.float32).tobytes()
+    return msg
+
+
+class Probe:
+    """A test-side node: publishes input clouds, records every output of the node under test."""
+
+    def __init__(self, harness: RosHarness) -> None:
+        self.node = harness.make_node("probe")
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(
+            depth=1,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
+        self.lock = threading.Lock()
+        self.clouds: list[PointCloud2] = []
+        self.markers: list[MarkerArray] = []
+        self.vocab: list[dict] = []
+        self.legends: list[Image] = []
+        self.diags: list[DiagnosticArray] = []
+        self.proc_ms: list[float] = []
+        n = self.node
+        n.create_subscription(
+            PointCloud2, f"{NODE}/output/points", self._add(self.clouds), reliable
+        )
+        n.create_subscription(
+            MarkerArray, f"{NODE}/output/voxels", self._add(self.markers), reliable
+        )
+        n.create_subscription(
+            String,
+            f"{NODE}/output/vocabulary",
+            lambda m: self._append(self.vocab, json.loads(m.data)),
+            latched,
+        )
+        n.create_subscription(Image, f"{NODE}/output/legend", self._add(self.legends), latched)
+        n.create_subscription(DiagnosticArray, "/diagnostics", self._add(self.diags), 10)
+        n.create_subscription(
+            Float32,
+            f"{NODE}/debug/processing_time_ms",
+            lambda m: self._append(self.proc_ms, m.data),
+            10,
+        )
+        self.pub = n.create_publisher(PointCloud2, "/lidar/points", reliable)
+        self.set_params = n.create_client(SetParameters, f"{NODE}/set_parameters")
+
+    def _append(self, store: list, item) -> None:
+        with self.lock:
+            store.append(item)
+
+    def _add(self, store: list):
+        return lambda msg: self._append(store, msg)
+
+    def publish_and_wait(self, msg: PointCloud2, timeout: float = 60.0) -> PointCloud2:
+        before = len(self.clouds)
+        self.pub.publish(msg)
+        assert wait_for(lambda: len(self.clouds) > before, timeout), "no labeled cloud came back"
+        return self.clouds[-1]
+
+    def set(self, *params: Parameter):
+        assert self.set_params.wait_for_service(10)
+        req = SetParameters.Request(parameters=[p.to_parameter_msg() for p in params])
+        future = self.set_params.call_async(req)
+        assert wait_for(future.done, 20)
+        return future.result().results
+
+    def vocabulary_state(self) -> dict:
+        with self.lock:
+            return self.vocab[-1] if self.vocab else {}
+
+    def latest_diag_values(self) -> dict[str, str]:
+        with self.lock:
+            for arr in reversed(self.diags):
+                for st in arr.status:
+                    if "lidar_ovseg_node" in st.name:
+                        return {kv.key: kv.value for kv in st.values}
+        return {}
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    """The node under test (tiny profile) and a probe, on one isolated DDS domain."""
+    from lidar_ovseg_ros.nodes.lidar_ovseg_node import LidarOvsegNode
+
+    harness = RosHarness()
+    cache = tmp_path_factory.mktemp("prototype_cache")
+    node = LidarOvsegNode(
+        context=harness.context,
+        cli_args=["--ros-args", "-r", "~/input/points:=/lidar/points"],
+        parameter_overrides=[
+            Parameter("profile", value="tiny"),
+            Parameter("cache_dir", value=str(cache)),
+            Parameter("images_per_class", value=1),
+            Parameter("vocabulary_file", value="nuscenes"),
+            Parameter("diagnostics_period", value=0.2),
+            Parameter("input_reliability", value="reliable"),
+        ],
+    )
+    harness.add_node(node)
+    probe = Probe(harness)
+    assert wait_for(lambda: probe.vocabulary_state().get("state") == "active", 300)
+    assert wait_for(lambda: probe.pub.get_subscription_count() > 0, 10)
+    yield node, probe
+    node.shutdown()
+    harness.shutdown()
+
+
+def palette(vocabulary_json: dict) -> set[tuple[int, int, int]]:
+    return {tuple(c["color"]) for c in vocabulary_json["classes"]} | {NO_CLASS_COLOR}
+
+
+def test_labels_every_input_point_and_keeps_the_header(running, nuscenes_frame):
+    _node, probe = running
+    out = probe.publish_and_wait(cloud_msg(nuscenes_frame.points, stamp_sec=1532402927))
+    assert out.header.frame_id == "LIDAR_TOP" and out.header.stamp.sec == 1532402927
+    assert out.width * out.height == len(nuscenes_frame.points)
+    names = [f.name for f in out.fields]
+    assert names[:3] == ["x", "y", "z"] and {"intensity", "label", "score", "rgb"} <= set(names)
+    assert {f.name: f.datatype for f in out.fields}["label"] == PointField.UINT16
+    arrays = decode_fields(out)
+    np.testing.assert_array_equal(arrays["x"], nuscenes_frame.points[:, 0])
+    labels = arrays["label"]
+    nus = load_preset("nuscenes")
+    assert set(np.unique(labels)) <= set(range(len(nus))) | {NO_CLASS_ID}
+    # Points outside the backbone's crop (|x|,|y| >= 64 m) get the no-class id.
+    far = (np.abs(nuscenes_frame.points[:, :2]) >= 64).any(axis=1)
+    if far.any():
+        assert (labels[far] == NO_CLASS_ID).all()
+    assert (labels != NO_CLASS_ID).mean() > 0.9
+    colours = unpack_rgb(arrays["rgb"])
+    np.testing.assert_array_equal(colours, nus.colors_for(labels))
+    assert wait_for(lambda: bool(probe.markers), 10)
+    assert probe.legends and probe.legends[-1].encoding == "rgb8"
+    assert wait_for(lambda: "processing_time_ms_median" in probe.latest_diag_values(), 10)
+    assert probe.proc_ms
+
+
+def test_runtime_vocabulary_swaps_atomically(running, nuscenes_frame):
+    _node, probe = running
+    old = probe.vocabulary_state()
+    results = probe.set(Parameter("vocabulary", value=["car", "road", "tree", "person"]))
+    assert results[0].successful, results[0].reason
+    # Keep feeding frames while the new vocabulary builds: each frame is all-old or all-new,
+    # and a frame published after the swap was announced is labeled by the new vocabulary.
+    seen_new = False
+    for i in range(60):
+        state_before = probe.vocabulary_state()
+        swapped = state_before["active"]["fingerprint"] != old["active"]["fingerprint"]
+        out = probe.publish_and_wait(cloud_msg(nuscenes_frame.points, stamp_sec=200 + i))
+        colours = {tuple(c) for c in unpack_rgb(decode_fields(out)["rgb"]).tolist()}
+        in_old = colours <= palette(old["active"])
+        in_new = swapped and colours <= palette(state_before["active"])
+        assert in_old or in_new or colours <= palette(probe.vocabulary_state()["active"]), (
+            "a frame was labeled with a mix of vocabularies"
+        )
+        if swapped:
+            assert in_new, "a frame published after the swap used the old vocabulary"
+            labels = decode_fields(out)["label"]
+            assert set(np.unique(labels)) <= {0, 1, 2, 3, NO_CLASS_ID}
+            seen_new = True
+            break
+    assert seen_new, "the new vocabulary never became active"
+    assert probe.vocabulary_state()["active"]["classes"][1]["name"] == "road"
+    assert probe.vocabulary_state()["active_source"] == "parameter 'vocabulary'"
+
+
+@pytest.mark.parametrize(
+    ("param", "needle"),
+    [
+        (Parameter("vocabulary", value=["car", "Car"]), "duplicate"),
+        (Parameter("vocabulary", value=""), "empty"),
+        (Parameter("vocabulary_file", value="/nonexistent/vocab.yaml"), "not found"),
+        (Parameter("vocabulary_file", value="cityscapes"), "no vocabulary preset"),
+    ],
+)
+def test_invalid_vocabulary_is_refused_and_old_one_keeps_labeling(
+    running, nuscenes_frame, param, needle
+):
+    _node, probe = running
+    before = probe.vocabulary_state()
+    result = probe.set(param)[0]
+    assert not result.successful and needle in result.reason
+    out = probe.publish_and_wait(cloud_msg(nuscenes_frame.points, stamp_sec=300))
+    colours = {tuple(c) for c in unpack_rgb(decode_fields(out)["rgb"]).tolist()}
+    assert colours <= palette(before["active"])
+    assert probe.vocabulary_state()["active"]["fingerprint"] == before["active"]["fingerprint"]
+
+
+def test_malformed_clouds_are_rejected_and_counted_while_valid_ones_flow(running, nuscenes_frame):
+    node, probe = running
+    before = node.counters["rejected_malformed"]
+    bad = cloud_msg(nuscenes_frame.points[:100])
+    bad.data = bad.data[:-7]  # length no longer matches width * point_step
+    probe.pub.publish(bad)
+    no_xyz = cloud_msg(nuscenes_frame.points[:100])
+    no_xyz.fields = no_xyz.fields[3:]
+    probe.pub.publish(no_xyz)
+    assert wait_for(lambda: node.counters["rejected_malformed"] >= before + 1, 10)
+    out = probe.publish_and_wait(cloud_msg(nuscenes_frame.points[:5000], stamp_sec=400))
+    assert out.width == 5000
+    assert wait_for(
+        lambda: int(probe.latest_diag_values().get("rejected_malformed", 0)) >= before + 1, 10
+    )
+    assert "malformed" in probe.latest_diag_values()["last_rejection"]
+
+
+def test_empty_all_nan_and_oversized_clouds(running, nuscenes_frame):
+    node, probe = running
+    empty = probe.publish_and_wait(cloud_msg(np.zeros((0, 5), np.float32), stamp_sec=500))
+    assert empty.width * empty.height == 0
+    nan = np.full((50, 5), np.nan, np.float32)
+    out = probe.publish_and_wait(cloud_msg(nan, stamp_sec=501))
+    assert (decode_fields(out)["label"] == NO_CLASS_ID).all()
+    assert probe.set(Parameter("max_points", value=1000))[0].successful
+    before = node.counters["rejected_oversized"]
+    probe.pub.publish(cloud_msg(nuscenes_frame.points[:2000], stamp_sec=502))
+    assert wait_for(lambda: node.counters["rejected_oversized"] == before + 1, 10)
+    assert not probe.set(Parameter("max_points", value=0))[0].successful
+    assert probe.set(Parameter("max_points", value=500000))[0].successful
+
+
+def test_markers_respect_the_cap(running, nuscenes_frame):
+    _node, probe = running
+    assert probe.set(Parameter("max_markers", value=300))[0].successful
+    before = len(probe.markers)
+    probe.publish_and_wait(cloud_msg(nuscenes_frame.points, stamp_sec=600))
+    assert wait_for(lambda: len(probe.markers) > before, 10)
+    arr = probe.markers[-1]
+    assert arr.markers[0].action == Marker.DELETEALL
+    cubes = list(arr.markers[1:])
+    assert cubes and all(m.type == Marker.CUBE_LIST for m in cubes)
+    assert sum(len(m.points) for m in cubes) <= 300
+    names = {c["name"] for c in probe.vocabulary_state()["active"]["classes"]}
+    assert {m.ns for m in cubes} <= names
+    assert probe.set(Parameter("max_markers", value=20000))[0].successful
+
+
+def test_node_process_sigint_and_missing_checkpoint(node_process, tmp_path):
+    import subprocess
+
+    proc = node_process(
+        [
+            "-m",
+            "lidar_ovseg_ros.nodes.lidar_ovseg_node",
+            "--ros-args",
+            "-p",
+            f"cache_dir:={tmp_path}",
+            "-p",
+            "images_per_class:=1",
+        ]
+    )
+    assert proc.poll() is None
+    # A missing checkpoint stops start-up with an error naming the path, and no traceback.
+    missing = tmp_path / "no_such_ckpt.pth"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lidar_ovseg_ros.nodes.lidar_ovseg_node",
+            "--ros-args",
+            "-p",
+            "profile:=full",
+            "-p",
+            f"checkpoint:={missing}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 1
+    assert str(missing) in res.stderr and "Traceback" not in res.stderr
