@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -273,28 +272,13 @@ def _validate_classes(classes: Iterable[VocabClass]) -> None:
 
 
 def presets_dir() -> Path:
-    """Folder of the bundled vocabulary presets, wherever the package is installed.
+    """Folder of the bundled vocabulary presets, wherever the package is installed."""
+    from lidar_ovseg_ros.resources import share_path
 
-    Looks in the ament share folder (colcon install), the source checkout, then the pip
-    data-files prefix, and returns the first that exists.
-    """
-    candidates = []
     try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates.append(
-            Path(get_package_share_directory("lidar_ovseg_ros")) / "config" / "vocabularies"
-        )
-    except Exception:  # no ament index: not a colcon install
-        pass
-    candidates.append(Path(__file__).resolve().parent.parent / "config" / "vocabularies")
-    candidates.append(Path(sys.prefix) / "share" / "lidar_ovseg_ros" / "config" / "vocabularies")
-    for c in candidates:
-        if c.is_dir():
-            return c
-    raise VocabularyError(
-        "bundled vocabulary presets not found; looked in: " + ", ".join(str(c) for c in candidates)
-    )
+        return share_path("config/vocabularies")
+    except FileNotFoundError as exc:
+        raise VocabularyError(str(exc)) from exc
 
 
 def preset_names() -> list[str]:

@@ -73,7 +73,9 @@ class WaffleIronConfig:
         for key in ("input_channels", "nb_channels", "depth", "num_neighbors", "out_channels"):
             value = getattr(self, key)
             if not isinstance(value, int) or value < 1:
-                raise WaffleIronConfigError(f"WaffleIronConfig.{key} must be an int >= 1, got {value!r}")
+                raise WaffleIronConfigError(
+                    f"WaffleIronConfig.{key} must be an int >= 1, got {value!r}"
+                )
         if self.head == "mlp" and self.hidden_channels < 1:
             raise WaffleIronConfigError(
                 f"WaffleIronConfig.hidden_channels must be >= 1 for the mlp head, "
@@ -264,7 +266,12 @@ class SpatialMix(nn.Module):
     """tokens + LayerScale(Inflate(depthwise-conv FFN(Flatten(Norm(tokens))))) on one 2D grid."""
 
     def __init__(
-        self, channels: int, grid_shape: tuple[int, int], drop_path: float, norm: str, activation: str
+        self,
+        channels: int,
+        grid_shape: tuple[int, int],
+        drop_path: float,
+        norm: str,
+        activation: str,
     ) -> None:
         super().__init__()
         self.H, self.W = grid_shape
@@ -322,7 +329,7 @@ class WaffleIronBackbone(nn.Module):
         self, tokens: torch.Tensor, cell_ind: torch.Tensor, point_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """tokens [B, C, N], cell_ind [B, n_planes, N], point_mask [B, N] (False = padding)."""
-        b, c, n = tokens.shape
+        c = tokens.shape[1]
         padded = point_mask is not None and not bool(point_mask.all())
         indices = []
         for i, (h, w) in enumerate(self.grids_shape):
@@ -402,9 +409,7 @@ class WaffleIron(nn.Module):
     def _check_inputs(self, feats, cell_ind, neighbors, point_mask) -> None:
         c = self.config
         if feats.ndim != 3 or feats.shape[1] != c.input_channels:
-            raise ValueError(
-                f"feats must be [B, {c.input_channels}, N], got {tuple(feats.shape)}"
-            )
+            raise ValueError(f"feats must be [B, {c.input_channels}, N], got {tuple(feats.shape)}")
         b, _, n = feats.shape
         if tuple(cell_ind.shape) != (b, c.n_planes, n):
             raise ValueError(
@@ -412,6 +417,8 @@ class WaffleIron(nn.Module):
                 f"got {tuple(cell_ind.shape)}"
             )
         if neighbors.ndim != 3 or tuple(neighbors.shape[:2]) != (b, n):
-            raise ValueError(f"neighbors must be [B, N, K] = ({b}, {n}, K), got {tuple(neighbors.shape)}")
+            raise ValueError(
+                f"neighbors must be [B, N, K] = ({b}, {n}, K), got {tuple(neighbors.shape)}"
+            )
         if point_mask is not None and tuple(point_mask.shape) != (b, n):
             raise ValueError(f"point_mask must be [B, N] = {(b, n)}, got {tuple(point_mask.shape)}")

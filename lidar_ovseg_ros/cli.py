@@ -1,0 +1,97 @@
+"""`lidar-ovseg`: offline commands (segment, build-prototypes, eval, and those others add).
+
+Subcommands are modules of `lidar_ovseg_ros.commands`: each defines `register(subparsers)`, which
+adds its parser and sets `handler=<function(args) -> int>`. Dropping a module there is all it takes
+to add a command; heavy imports belong inside the handler so `--help` stays fast.
+
+Expected problems (a missing file, a bad option value) end with one `lidar-ovseg: error: ...`
+line and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+PROG = "lidar-ovseg"
+COMMANDS_PACKAGE = "lidar_ovseg_ros.commands"
+EXIT_USAGE = 2
+
+
+def _broken_command(name: str, error: Exception):
+    def register(subparsers) -> None:
+        parser = subparsers.add_parser(name, help=f"(unavailable: {error})")
+        parser.set_defaults(handler=lambda _args: _fail(f"command '{name}' cannot load: {error}"))
+
+    return register
+
+
+def command_modules() -> list[tuple[str, object]]:
+    """(name, register function) of every module in `lidar_ovseg_ros.commands`, sorted."""
+    package = importlib.import_module(COMMANDS_PACKAGE)
+    found = []
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        try:
+            module = importlib.import_module(f"{COMMANDS_PACKAGE}.{info.name}")
+        except ImportError as exc:  # one broken command must not take the others down
+            found.append((info.name, _broken_command(info.name.replace("_", "-"), exc)))
+            continue
+        register = getattr(module, "register", None)
+        if callable(register):
+            found.append((info.name, register))
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Open-vocabulary LiDAR segmentation (IGLOSS) and related offline tools.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for _name, register in command_modules():
+        register(subparsers)
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in str(exc):
+        return f"file not found: {exc.filename}"
+    if isinstance(exc, FileNotFoundError) and exc.filename and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}"
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())  # one line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Library warnings (e.g. "profile 'tiny' ... UNTRAINED") reach the terminal once, plainly.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(handler(args) or 0)
+    except FileNotFoundError as exc:
+        return _fail(_describe(exc))
+    except ValueError as exc:  # configuration / format errors of this package are ValueErrors
+        return _fail(_describe(exc))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

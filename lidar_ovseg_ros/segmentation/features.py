@@ -1,0 +1,152 @@
+"""Per-point 3D features for raw LiDAR scans: preprocess -> WaffleIron/ScaLR+ -> NN upsampling.
+
+This is the official IGLOSS feature extraction (`extract_scalrplus_features.py`: the network
+output, 1024-d for ScaLR+, taken at the nearest kept point of every input point) behind one
+call, so the classifier on top only sees `[N, D]` features and a validity mask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..models.checkpoints import DEFAULT_STATE_DICT_KEYS, load_weights
+from ..models.waffleiron import WaffleIron, WaffleIronConfig
+from .preprocess import PreparedScan, PreprocessConfig, collate, preprocess
+
+__all__ = ["STAGES", "PointFeatureExtractor"]
+
+STAGES = ("preprocess", "knn", "backbone", "upsample")
+_AMP_DTYPES = (torch.float16, torch.bfloat16)
+
+
+class PointFeatureExtractor:
+    """Run a WaffleIron model on numpy scans and return features for every input point.
+
+    `timings` holds the seconds of each stage (`STAGES`, plus `total`) of the last call (summed
+    over the scans of a batch); on CUDA the stages are synchronised so the split is real.
+    `last_num_kept` holds the number of points each scan fed to the backbone.
+    """
+
+    def __init__(
+        self,
+        model: WaffleIron,
+        preprocess_cfg: PreprocessConfig,
+        device: str | torch.device = "cpu",
+        amp_dtype: torch.dtype | None = None,
+        knn_workers: int = -1,
+    ) -> None:
+        preprocess_cfg.check_backbone(model.config)
+        if amp_dtype is not None and amp_dtype not in _AMP_DTYPES:
+            raise ValueError(
+                f"amp_dtype must be None, torch.float16 or torch.bfloat16, got {amp_dtype}"
+            )
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.preprocess_cfg = preprocess_cfg
+        self.amp_dtype = amp_dtype
+        self.knn_workers = knn_workers
+        self.timings: dict[str, float] = dict.fromkeys((*STAGES, "total"), 0.0)
+        self.last_num_kept: list[int] = []  # M per scan of the last call (points fed to the model)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        config: WaffleIronConfig,
+        preprocess_cfg: PreprocessConfig,
+        device: str | torch.device = "cpu",
+        amp_dtype: torch.dtype | None = None,
+        keys: tuple[str, ...] = DEFAULT_STATE_DICT_KEYS,
+    ) -> PointFeatureExtractor:
+        """Build the model from `config` and load an official checkpoint strictly."""
+        model = load_weights(WaffleIron(config), path, keys=keys)
+        return cls(model, preprocess_cfg, device=device, amp_dtype=amp_dtype)
+
+    @property
+    def out_channels(self) -> int:
+        """D, the feature size (1024 for ScaLR+)."""
+        return self.model.out_channels
+
+    def extract(self, points: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """[N, >=4] points (x, y, z, intensity, ...) -> (features [N, D] float32 on the device,
+        valid [N] bool). Invalid points (outside the crop, non-finite) still get the features of
+        their nearest kept point when they have one, zeros otherwise."""
+        return self.extract_batch([points])[0]
+
+    def extract_batch(self, scans: list[np.ndarray]) -> list[tuple[torch.Tensor, np.ndarray]]:
+        """Several scans in one padded forward pass; same results as `extract` on each."""
+        t_start = time.perf_counter()
+        prepared = [preprocess(p, self.preprocess_cfg, workers=self.knn_workers) for p in scans]
+        t_pre = sum(s.timings["preprocess"] for s in prepared)
+        t_knn = sum(s.timings["knn"] for s in prepared)
+
+        t0 = time.perf_counter()
+        kept_feats = self.forward_prepared(prepared)
+        self._sync()
+        t1 = time.perf_counter()
+        out = [self._upsample(s, f) for s, f in zip(prepared, kept_feats)]
+        self._sync()
+        t2 = time.perf_counter()
+        self.last_num_kept = [s.num_points for s in prepared]
+        self.timings = {
+            "preprocess": t_pre,
+            "knn": t_knn,
+            "backbone": t1 - t0,
+            "upsample": t2 - t1,
+            "total": t2 - t_start,
+        }
+        return out
+
+    @torch.no_grad()
+    def forward_prepared(self, prepared: list[PreparedScan]) -> list[torch.Tensor]:
+        """Backbone on prepared scans -> per scan [M_i, D] float32 features of the kept points."""
+        d = self.out_channels
+        results: list[torch.Tensor | None] = [None] * len(prepared)
+        active = [i for i, s in enumerate(prepared) if s.num_points > 0]
+        for i, s in enumerate(prepared):
+            if s.num_points == 0:
+                results[i] = torch.zeros((0, d), dtype=torch.float32, device=self.device)
+        if active:
+            batch = [prepared[i] for i in active]
+            if len(batch) == 1:  # exact official single-scan path, no padding
+                s = batch[0]
+                feats, cells, neigh = s.feats[None], s.cell_ind[None], s.neighbors[None]
+                mask = None
+            else:
+                feats, cells, neigh, mask_np = collate(batch)
+                mask = self._to(mask_np)
+            with self._autocast():
+                out = self.model(self._to(feats), self._to(cells), self._to(neigh), mask)
+            out = out.float()
+            for j, i in enumerate(active):
+                results[i] = out[j, :, : prepared[i].num_points].T
+        return results  # type: ignore[return-value]
+
+    def _upsample(self, scan: PreparedScan, kept: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        n, d = scan.num_input, kept.shape[1]
+        has = scan.upsample_index >= 0
+        if has.all() and n:
+            feats = kept.index_select(0, self._to(scan.upsample_index))
+        else:
+            feats = torch.zeros((n, d), dtype=torch.float32, device=self.device)
+            if has.any():
+                rows = self._to(np.flatnonzero(has))
+                feats[rows] = kept.index_select(0, self._to(scan.upsample_index[has]))
+        return feats, scan.valid
+
+    def _to(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device, non_blocking=True)
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
