@@ -1,0 +1,422 @@
+"""`camera_occupancy_node`: surround cameras -> open-vocabulary voxel map (POP-3D).
+
+Thin adapter: Image/CompressedImage + CameraInfo -> numpy -> OccupancyPredictor -> voxel
+MarkerArray, voxel-centre PointCloud2 (label, score, rgb) and a grounding heat map for the `query`
+parameter. Callbacks keep the newest image per camera; a worker fuses complete camera sets.
+Camera poses (LiDAR -> camera) come from tf2 when it is installed, else from `calibration_file`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticStatus
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Header
+from visualization_msgs.msg import MarkerArray
+
+from lidar_ovseg_ros.latest_worker import LatestWorker
+from lidar_ovseg_ros.models.pop3d import NUSCENES_CAMERAS
+from lidar_ovseg_ros.nodes.common import (
+    DiagnosticsPublisher,
+    RollingStats,
+    VocabularyParameters,
+    VocabularyPublisher,
+    input_qos,
+    output_qos,
+    voxel_markers,
+)
+from lidar_ovseg_ros.occupancy.camera_sync import CameraImage, CameraSet, CameraSetSynchronizer
+from lidar_ovseg_ros.occupancy.pipeline import CameraCalibration
+from lidar_ovseg_ros.pointcloud import arrays_to_msg, labeled_cloud_to_msg, pack_rgb
+from lidar_ovseg_ros.vocabulary import VocabularyError
+from lidar_ovseg_ros.vocabulary_switch import SwitchStatus, VocabularySwitcher
+from lidar_ovseg_ros.voxels import VoxelGrid
+
+
+@dataclass
+class CameraNodeParams:
+    """Every parameter of the node, declared once; `config/camera_occupancy.yaml` mirrors these."""
+
+    profile: str = "tiny"  # "full": pop3d_weights.pth + CLIP ViT-B/16; "tiny": built-in
+    weights: str = ""
+    clip_model: str = "openai/clip-vit-base-patch16"
+    device: str = "cpu"
+    seed: int = 0
+    min_score: float = -1.0  # < -1 never filters; cosine scores are in [-1, 1]
+    camera_names: tuple[str, ...] = NUSCENES_CAMERAS
+    topic_prefix: str = "/cameras"
+    compressed: bool = True
+    frame_id: str = "LIDAR_TOP"
+    use_tf: bool = True
+    calibration_file: str = ""  # calib.json with cameras.<name>.lidar2cam; 'nuscenes' = bundled
+    max_delay: float = 0.2
+    wait: float = 0.5
+    query: str = ""
+    max_markers: int = 20_000
+    input_reliability: str = "best_effort"
+    diagnostics_period: float = 1.0
+
+
+_RUNTIME = {"query", "max_markers", "max_delay"}
+
+
+def load_lidar2cam(spec: str, camera_names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """LiDAR -> camera transforms from a calib.json (bundled frame name or path)."""
+    if spec in ("nuscenes", "kitti"):
+        from lidar_ovseg_ros.frames import load_frame
+
+        return {n: c.lidar2cam for n, c in load_frame(spec).cameras.items()}
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(2, "calibration file not found", str(path))
+    data = json.loads(path.read_text())
+    cams = data.get("cameras", data)
+    out = {}
+    for name in camera_names:
+        if name not in cams or "lidar2cam" not in cams[name]:
+            raise ValueError(f"{path}: no 'lidar2cam' for camera '{name}'")
+        out[name] = np.asarray(cams[name]["lidar2cam"], np.float64)
+    return out
+
+
+def decode_image(msg: Any) -> np.ndarray:
+    """CompressedImage (jpeg/png) or Image (rgb8/bgr8/mono8) -> [H, W, 3] uint8 RGB."""
+    if isinstance(msg, CompressedImage):
+        from PIL import Image as PILImage
+
+        with PILImage.open(io.BytesIO(bytes(msg.data))) as img:
+            return np.asarray(img.convert("RGB"))
+    enc = msg.encoding.lower()
+    channels = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}.get(enc)
+    if channels is None:
+        raise ValueError(f"unsupported image encoding '{msg.encoding}'")
+    if msg.step < msg.width * channels or len(msg.data) < msg.step * msg.height:
+        raise ValueError(
+            f"image data of {len(msg.data)} bytes does not fit {msg.height}x{msg.width} {enc}"
+        )
+    rows = np.frombuffer(msg.data, np.uint8)[: msg.step * msg.height].reshape(msg.height, -1)
+    px = rows[:, : msg.width * channels].reshape(msg.height, msg.width, channels)
+    if enc == "mono8":
+        return np.repeat(px, 3, axis=2)
+    if enc.startswith("bgr"):
+        px = px[..., 2::-1]
+    return np.ascontiguousarray(px[..., :3])
+
+
+class CameraOccupancyNode(Node):
+    """The camera-based open-vocabulary occupancy node."""
+
+    def __init__(self, **node_kwargs: Any) -> None:
+        super().__init__("camera_occupancy_node", **node_kwargs)
+        for f in fields(CameraNodeParams):
+            default = list(f.default) if isinstance(f.default, tuple) else f.default
+            self.declare_parameter(
+                f.name, default, ParameterDescriptor(read_only=f.name not in _RUNTIME)
+            )
+        values = {f.name: self.get_parameter(f.name).value for f in fields(CameraNodeParams)}
+        values["camera_names"] = tuple(values["camera_names"])
+        p = CameraNodeParams(**values)
+        self.params = p
+        self._runtime = {n: getattr(p, n) for n in _RUNTIME}
+        self.add_on_set_parameters_callback(self._on_set_runtime)
+
+        from lidar_ovseg_ros.occupancy.runtime import SwitchableOccupancy, build_predictor
+
+        predictor = build_predictor(
+            p.profile,
+            weights=p.weights or None,
+            clip_model=p.clip_model,
+            device=p.device,
+            seed=p.seed,
+            min_score=p.min_score if p.min_score >= -1.0 else None,
+        )
+        self.model = SwitchableOccupancy(predictor)
+        if p.profile == "tiny":
+            self.get_logger().warning(
+                "profile 'tiny': the built-in small untrained networks are running; voxels and "
+                "labels are NOT meaningful. Set profile:=full with pop3d_weights.pth."
+            )
+        self._tf = self._make_tf_buffer() if p.use_tf else None
+        self._static_lidar2cam = (
+            load_lidar2cam(p.calibration_file, p.camera_names) if p.calibration_file else {}
+        )
+        if self._tf is None and not self._static_lidar2cam:
+            raise ValueError(
+                "no camera poses: tf2_ros is not available (or use_tf is false) and "
+                "calibration_file is empty"
+            )
+
+        self._lock = threading.Lock()
+        self.counters = {"sets": 0, "processed": 0, "bad_images": 0, "no_calibration": 0}
+        self.last_problem = ""
+        self.processing_ms = RollingStats()
+        self._infos: dict[str, CameraInfo] = {}
+        self.sync = CameraSetSynchronizer(p.camera_names, p.max_delay, p.wait)
+
+        self.marker_pub = self.create_publisher(MarkerArray, "~/output/voxels", output_qos())
+        self.points_pub = self.create_publisher(PointCloud2, "~/output/voxel_points", output_qos())
+        self.grounding_pub = self.create_publisher(PointCloud2, "~/output/grounding", output_qos())
+        self.vocab_pub = VocabularyPublisher(self)
+        self.switcher = VocabularySwitcher(self.model, on_change=self._on_vocabulary_status)
+        self.vocab_params = VocabularyParameters(self, self.switcher)
+        vocabulary, source = self.vocab_params.initial()
+        self.switcher.request(vocabulary, source)
+
+        self.worker: LatestWorker = LatestWorker(self._process, name="camera-occupancy-worker")
+        qos = input_qos(p.input_reliability)
+        image_type = CompressedImage if p.compressed else Image
+        suffix = "image_raw/compressed" if p.compressed else "image_raw"
+        prefix = p.topic_prefix.rstrip("/")
+        self._subs = []
+        for name in p.camera_names:
+            self._subs.append(
+                self.create_subscription(
+                    image_type,
+                    f"{prefix}/{name}/{suffix}",
+                    lambda msg, n=name: self._on_image(n, msg),
+                    qos,
+                )
+            )
+            self._subs.append(
+                self.create_subscription(
+                    CameraInfo,
+                    f"{prefix}/{name}/camera_info",
+                    lambda msg, n=name: self._infos.__setitem__(n, msg),
+                    qos,
+                )
+            )
+        self._poll_timer = self.create_timer(0.05, self._poll)
+        self.diagnostics = DiagnosticsPublisher(
+            self, "camera occupancy", self._diagnostics, period=p.diagnostics_period
+        )
+        self.get_logger().info(
+            f"{len(p.camera_names)} cameras under {prefix}/<camera>/{suffix}; "
+            f"poses from {'tf2' if self._tf else 'calibration_file'}; profile {p.profile}"
+        )
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def _make_tf_buffer(self) -> Any:
+        try:
+            from tf2_ros import Buffer, TransformListener
+        except ImportError:
+            self.get_logger().info("tf2_ros is not installed: camera poses from calibration_file")
+            return None
+        buffer = Buffer()
+        self._tf_listener = TransformListener(buffer, self)
+        return buffer
+
+    def _on_image(self, name: str, msg: Any) -> None:
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        ready = self.sync.add(name, CameraImage(stamp, time.monotonic(), msg))
+        if ready is not None:
+            self.worker.submit(ready)
+
+    def _poll(self) -> None:
+        ready = self.sync.poll(time.monotonic())
+        if ready is not None:
+            self.worker.submit(ready)
+
+    def _on_set_runtime(self, params: list[Parameter]) -> SetParametersResult:
+        for prm in params:
+            if prm.name == "max_markers" and prm.value < 0:
+                return SetParametersResult(successful=False, reason="max_markers must be >= 0")
+            if prm.name == "max_delay" and prm.value < 0:
+                return SetParametersResult(successful=False, reason="max_delay must be >= 0")
+        for prm in params:
+            if prm.name in _RUNTIME:
+                self._runtime[prm.name] = prm.value
+                if prm.name == "max_delay":
+                    self.sync.max_delay = float(prm.value)
+        return SetParametersResult(successful=True)
+
+    def _on_vocabulary_status(self, status: SwitchStatus) -> None:
+        self.vocab_pub.publish(status, self.params.frame_id)
+
+    def _lidar2cam(self, name: str, info: CameraInfo | None, stamp: Any) -> np.ndarray | None:
+        if self._tf is not None and info is not None and info.header.frame_id:
+            try:
+                t = self._tf.lookup_transform(info.header.frame_id, self.params.frame_id, stamp)
+                return _transform_to_matrix(t.transform)
+            except Exception as exc:  # tf2 raises several lookup exception types
+                self.get_logger().warning(
+                    f"tf2 lookup {self.params.frame_id}->{info.header.frame_id} failed: {exc}",
+                    throttle_duration_sec=5.0,
+                )
+        return self._static_lidar2cam.get(name)
+
+    # -- the worker ----------------------------------------------------------------------------
+
+    def _problem(self, counter: str, text: str) -> None:
+        with self._lock:
+            self.counters[counter] += 1
+            self.last_problem = text
+        self.get_logger().warning(text, throttle_duration_sec=5.0)
+
+    def _process(self, cams: CameraSet) -> None:
+        start = time.perf_counter()
+        with self._lock:
+            self.counters["sets"] += 1
+        if self.model.active is None:
+            return
+        images: dict[str, np.ndarray] = {}
+        calibs: dict[str, CameraCalibration] = {}
+        newest_header: Header | None = None
+        for name in self.params.camera_names:
+            info = self._infos.get(name)
+            item = cams.images.get(name)
+            if info is None:
+                self._problem("no_calibration", f"no CameraInfo yet for camera '{name}'")
+                return
+            lidar2cam = self._lidar2cam(name, info, item.image.header.stamp if item else None)
+            if lidar2cam is None:
+                self._problem("no_calibration", f"no LiDAR->camera pose for camera '{name}'")
+                return
+            K = np.asarray(info.k, np.float64).reshape(3, 3)
+            calibs[name] = CameraCalibration(K=K, lidar2cam=lidar2cam)
+            if item is None:  # a late camera: a blank view, reported in diagnostics
+                images[name] = np.zeros((info.height, info.width, 3), np.uint8)
+                continue
+            try:
+                images[name] = decode_image(item.image)
+            except Exception as exc:
+                self._problem("bad_images", f"camera '{name}': cannot decode image: {exc}")
+                return
+            if newest_header is None or item.stamp >= cams.stamp:
+                newest_header = item.image.header
+        result, active = self.model.predict(images, calibs)
+        header = Header(frame_id=self.params.frame_id)
+        if newest_header is not None:
+            header.stamp = newest_header.stamp
+        vocabulary = active.vocabulary
+        rgb = vocabulary.colors_for(result.labels)
+        self.points_pub.publish(
+            labeled_cloud_to_msg(header, result.centers, None, result.labels, result.scores, rgb)
+        )
+        order = np.argsort(-result.scores, kind="stable")[: int(self._runtime["max_markers"])]
+        grid = VoxelGrid(
+            centers=result.centers[order],
+            labels=result.labels[order],
+            counts=np.ones(len(order), np.int64),
+            voxel_size=float(min(result.voxel_size)),
+            total_voxels=result.num_occupied,
+        )
+        self.marker_pub.publish(voxel_markers(grid, vocabulary, header))
+        query = str(self._runtime["query"]).strip()
+        if query:
+            heat = self.model.grounding(query, result).astype(np.float32)
+            self.grounding_pub.publish(
+                arrays_to_msg(
+                    header,
+                    {
+                        "x": result.centers[:, 0],
+                        "y": result.centers[:, 1],
+                        "z": result.centers[:, 2],
+                        "score": heat,
+                        "rgb": pack_rgb(_heat_colors(heat)),
+                    },
+                )
+            )
+        self.processing_ms.add((time.perf_counter() - start) * 1e3)
+        with self._lock:
+            self.counters["processed"] += 1
+
+    # -- diagnostics ---------------------------------------------------------------------------
+
+    def _diagnostics(self) -> tuple[bytes, str, dict[str, Any]]:
+        status = self.switcher.status()
+        with self._lock:
+            values: dict[str, Any] = dict(self.counters)
+            last_problem = self.last_problem
+        values.update(
+            dropped_stale=self.worker.dropped,
+            worker_errors=self.worker.failed,
+            device=str(self.model.device),
+            profile=self.params.profile,
+            vocabulary=status.active.name if status.active else "",
+            vocabulary_state=status.state,
+            vocabulary_progress=status.progress,
+            vocabulary_error=status.last_error,
+            last_problem=last_problem,
+            query=self._runtime["query"],
+        )
+        for name, n in self.sync.late_counts.items():
+            values[f"late_{name}"] = n
+        for k, v in self.processing_ms.summary().items():
+            values[f"processing_time_ms_{k}"] = v
+        late = [n for n, c in self.sync.late_counts.items() if c]
+        if status.active is None:
+            level = DiagnosticStatus.ERROR if status.state == "failed" else DiagnosticStatus.WARN
+            message = status.last_error or "building the first vocabulary"
+        elif last_problem or self.worker.failed:
+            level, message = DiagnosticStatus.WARN, last_problem or str(self.worker.last_error)
+        elif late:
+            level, message = DiagnosticStatus.WARN, f"late cameras dropped from sets: {late}"
+        else:
+            level, message = DiagnosticStatus.OK, "mapping"
+        return level, message, values
+
+    def shutdown(self) -> None:
+        self.worker.stop()
+        self.switcher.shutdown()
+
+
+def _heat_colors(heat: np.ndarray) -> np.ndarray:
+    """Blue (low) -> red (high) over the heat map's own range."""
+    if heat.size == 0:
+        return np.zeros((0, 3), np.uint8)
+    lo, hi = float(heat.min()), float(heat.max())
+    t = (heat - lo) / (hi - lo) if hi > lo else np.zeros_like(heat)
+    return np.stack([255 * t, 40 * np.ones_like(t), 255 * (1 - t)], axis=1).astype(np.uint8)
+
+
+def _transform_to_matrix(t: Any) -> np.ndarray:
+    x, y, z, w = t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w
+    m = np.eye(4)
+    m[:3, :3] = [
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ]
+    m[:3, 3] = [t.translation.x, t.translation.y, t.translation.z]
+    return m
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = CameraOccupancyNode()
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (FileNotFoundError, VocabularyError, ValueError) as exc:
+        print(f"[camera_occupancy_node] start-up failed: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
