@@ -8,6 +8,7 @@ the nodes see the bag's time. On machines without rosbag2, player:=lidar_ovseg u
 input_topic:=... (the pipeline subscribes to the same name).
 """
 
+from launch import LaunchDescription
 from launch.actions import (
     DeclareLaunchArgument,
     ExecuteProcess,
@@ -17,8 +18,6 @@ from launch.actions import (
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
-
-from launch import LaunchDescription
 
 BAG_LIDAR_TOPIC = "/lidar/points"
 
