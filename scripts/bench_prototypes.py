@@ -59,7 +59,7 @@ def timed(fn, repeats: int, warmup: int, device: str) -> np.ndarray:
 
 def row(name: str, seconds: np.ndarray, per: int) -> None:
     med, p90 = np.median(seconds) / per, np.percentile(seconds, 90) / per
-    print(f"| {name} | {len(seconds)} | {med:.4f} | {p90:.4f} | {1.0 / med:.1f} |")
+    print(f"| {name} | {len(seconds)} | {med:.4f} | {p90:.4f} | {1.0 / med:.3g} |")
 
 
 def camera_images(n: int) -> list[Image.Image]:

@@ -85,6 +85,8 @@ def main() -> None:
         help="frames for the full config (default: nuscenes only on CPU)",
     )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     cuda = args.device.startswith("cuda")
     frames = {"nuscenes": load_nuscenes_frame, "kitti": load_kitti_frame}

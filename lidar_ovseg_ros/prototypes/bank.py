@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from ..vocabulary import VocabClass, Vocabulary
@@ -314,8 +314,8 @@ class PrototypeBank:
             if e.exemplar is not None:
                 try:
                     with Image.open(e.exemplar) as img:
-                        img.load()
-                        images[i] = to_rgb_array(img)
+                        # Phone photos store their rotation in EXIF; show them upright.
+                        images[i] = to_rgb_array(ImageOps.exif_transpose(img))
                 except Exception as exc:
                     raise PrototypeBankError(
                         f"class '{e.class_name}': cannot read exemplar image {e.exemplar}: {exc}"
@@ -345,8 +345,9 @@ class PrototypeBank:
         """Prototype features of every class of `vocabulary`, from the cache where possible.
 
         `progress(done, total, class_name)` is called after each image (cached ones included);
-        setting `cancel` stops the build between images with `BuildCancelled`. Exceptions leave
-        the cache valid: every finished image is kept, nothing partial is written.
+        setting `cancel` stops the build with `BuildCancelled` before the next image, or the next
+        batch of images to generate (`generation_config.batch_size`). Exceptions leave the cache
+        valid: every finished image is kept, nothing partial is written.
         """
         with self._lock:
             return self._build(vocabulary, progress, cancel)

@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from lidar_ovseg_ros.vocabulary import NO_CLASS_ID
 
@@ -255,24 +254,29 @@ class FittedClassifier:
             self.C,
         )
 
-    def _prepare(self, features: torch.Tensor) -> torch.Tensor:
+    def _check(self, features: torch.Tensor) -> torch.Tensor:
         if features.ndim != 2 or features.shape[1] != self.feature_dim:
             raise ClassifierError(
                 f"point features must be [N, {self.feature_dim}], got {tuple(features.shape)}"
             )
-        x = features.to(device=self.device, dtype=torch.float32)
-        return F.normalize(x, p=2, dim=1)
+        return features.to(device=self.device, dtype=torch.float32)
+
+    def _scaled(self, x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+        """`normalize(x) @ matrix.T`, dividing the [n, K] product rather than the [n, D] input
+        (same result as `F.normalize`, eps 1e-12, at a fraction of the memory traffic)."""
+        norm = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min_(1e-12)
+        return (x @ matrix.T).div_(norm)
 
     @torch.no_grad()
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """[N, K] decision values: `normalize(x) @ W.T + b` (logreg) or the best cosine per class
         (nearest)."""
-        x = self._prepare(features)
+        x = self._check(features)
         if self.kind == "logreg":
-            return torch.addmm(self.bias, x, self.weight.T)
+            return self._scaled(x, self.weight).add_(self.bias)
         out = torch.full((len(x), self.num_classes), -2.0, device=self.device)
         for start in range(0, len(x), _CHUNK):
-            sims = x[start : start + _CHUNK] @ self.prototypes.T
+            sims = self._scaled(x[start : start + _CHUNK], self.prototypes)
             index = self.prototype_labels.expand(len(sims), -1)
             out[start : start + _CHUNK].scatter_reduce_(1, index, sims, reduce="amax")
         return out
@@ -287,17 +291,22 @@ class FittedClassifier:
     @torch.no_grad()
     def predict(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Labels (int64 [N], `NO_CLASS_ID` below `min_score`) and scores (float32 [N]) on the
-        classifier's device."""
-        x = self._prepare(features)
+        classifier's device.
+
+        logreg: label = argmax of the logits (= argmax of the softmax), score = the largest
+        softmax probability, computed as `1 / sum(exp(z - max z))` without the [N, K] softmax.
+        """
+        x = self._check(features)
         labels = torch.empty(len(x), dtype=torch.int64, device=self.device)
         scores = torch.empty(len(x), dtype=torch.float32, device=self.device)
         for start in range(0, len(x), _CHUNK):
             chunk = x[start : start + _CHUNK]
             if self.kind == "logreg":
-                probs = torch.softmax(torch.addmm(self.bias, chunk, self.weight.T), dim=1)
-                best, cls = probs.max(dim=1)
+                z = self._scaled(chunk, self.weight).add_(self.bias)
+                top, cls = z.max(dim=1)
+                best = z.sub_(top[:, None]).exp_().sum(dim=1).reciprocal_()
             else:
-                best, proto = (chunk @ self.prototypes.T).max(dim=1)
+                best, proto = self._scaled(chunk, self.prototypes).max(dim=1)
                 cls = self.prototype_labels[proto]
             labels[start : start + _CHUNK] = cls
             scores[start : start + _CHUNK] = best
