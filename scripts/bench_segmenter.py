@@ -84,6 +84,7 @@ def main() -> None:
         default=None,
         help="frames for the full config (default: nuscenes only on CPU)",
     )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

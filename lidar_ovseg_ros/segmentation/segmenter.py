@@ -213,7 +213,10 @@ class LidarSegmenter:
         self.prototype_bank = prototype_bank
         self.classifier_config = classifier_config or ClassifierConfig()
         self.profile = profile
-        self.device = torch.device(extractor.device)
+        device = torch.device(extractor.device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        self.device = device
         self.backbone_loads = 1  # the extractor (and its network) is built once per segmenter
         self._active: ActiveVocabulary | None = None
         self._activate_lock = threading.Lock()
