@@ -12,7 +12,6 @@ by Jazzy's `ros2 bag record`, so `ros2 bag play` on a vehicle reads them too.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -423,17 +422,6 @@ def rotation_to_quaternion(rotation: np.ndarray) -> tuple[float, float, float, f
     return float(qa[0]), float(qa[1]), float(qa[2]), float(qa[3])
 
 
-def _lidar2ego(frame: Frame) -> np.ndarray | None:
-    """The sensor's mounting on the vehicle, when the frame's calib.json records it."""
-    if not frame.cameras:
-        return None
-    calib = next(iter(frame.cameras.values())).image_path.parent / "calib.json"
-    if not calib.is_file():
-        return None
-    value = json.loads(calib.read_text()).get("lidar", {}).get("lidar2ego")
-    return None if value is None else np.asarray(value, dtype=np.float64)
-
-
 class _DemoMessages:
     """Builds the demo bag's messages as rosbags objects and serializes them to CDR."""
 
@@ -509,11 +497,10 @@ class _DemoMessages:
     def tf_static(self, frames: Sequence[Frame], stamp_ns: int) -> bytes:
         transforms = []
         for frame in frames:
-            lidar2ego = _lidar2ego(frame)
-            if (
-                lidar2ego is not None
-            ):  # ego <- lidar: lidar2ego maps LiDAR points into the ego frame
-                transforms.append(self.transform(stamp_ns, EGO_FRAME, frame.frame_id, lidar2ego))
+            if frame.lidar2ego is not None:  # ego <- lidar: lidar2ego maps LiDAR points to ego
+                transforms.append(
+                    self.transform(stamp_ns, EGO_FRAME, frame.frame_id, frame.lidar2ego)
+                )
             for cam in frame.cameras.values():  # lidar <- camera: the inverse of lidar2cam
                 cam2lidar = np.linalg.inv(np.asarray(cam.lidar2cam, dtype=np.float64))
                 transforms.append(self.transform(stamp_ns, frame.frame_id, cam.name, cam2lidar))

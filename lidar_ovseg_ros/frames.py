@@ -90,6 +90,7 @@ class Frame:
     cameras: dict[str, CameraView]
     timestamp: float | None = None
     boxes: tuple[Box3D, ...] = field(default_factory=tuple)
+    lidar2ego: np.ndarray | None = None  # [4, 4] the sensor's mounting on the vehicle
 
     @cached_property
     def xyz(self) -> np.ndarray:
@@ -159,6 +160,7 @@ def load_nuscenes_frame(root: Path | None = None) -> Frame:
         cameras=cameras,
         timestamp=lidar.get("timestamp"),
         boxes=boxes,
+        lidar2ego=_mat(lidar["lidar2ego"]) if "lidar2ego" in lidar else None,
     )
 
 
