@@ -226,3 +226,25 @@ def test_config_validation_and_missing_checkpoint(tmp_path):
         LidarSegmenter.from_config(
             SegmenterConfig(profile="full", checkpoint=str(missing), device="cpu")
         )
+
+
+def test_checkpoint_loads_through_the_official_wrapper(tmp_path, cache_dir):
+    """A backbone checkpoint in the ScaLR layout ({'model_point': {'module.' + key: tensor}})
+    loads through the same code path profile 'full' uses."""
+    from lidar_ovseg_ros.models.waffleiron import WaffleIron, WaffleIronConfig
+
+    torch.manual_seed(5)
+    source = WaffleIron(WaffleIronConfig.tiny())
+    ckpt = tmp_path / "ckpt_last.pth"
+    torch.save({"model_point": {f"module.{k}": v for k, v in source.state_dict().items()}}, ckpt)
+    cfg = SegmenterConfig(
+        profile="tiny",
+        checkpoint=str(ckpt),
+        cache_dir=str(cache_dir),
+        images_per_class=1,
+        device="cpu",
+    )
+    seg = LidarSegmenter.from_config(cfg)
+    loaded = seg.extractor.model.state_dict()
+    for key, value in source.state_dict().items():
+        assert torch.equal(loaded[key], value), key

@@ -56,7 +56,7 @@ class LidarNodeParams:
     seed: int = 0
     cache_dir: str = ""
     classifier: str = "logreg"
-    min_score: float = 0.0
+    min_score: float = 0.0  # > 0: points scoring below get NO_CLASS_ID; 0 disables
     device: str = "auto"
     amp: str = "none"
     # I/O (read per frame, settable at runtime).
@@ -112,7 +112,7 @@ class LidarOvsegNode(Node):
             seed=p.seed,
             cache_dir=p.cache_dir or None,
             classifier=p.classifier,
-            min_score=p.min_score,
+            min_score=p.min_score if p.min_score > 0 else None,  # 0 disables the threshold
             device=p.device,
             amp=p.amp,
         )

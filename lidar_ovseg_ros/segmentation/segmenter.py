@@ -381,15 +381,11 @@ class LidarSegmenter:
             else:
                 use = valid
             t0 = time.perf_counter()
-            if use.all():
+            if use.any():
+                # Classify every row (cheaper than gathering the valid ones), then mask.
                 cls, conf = active.classifier.predict(features)
-                labels[:] = cls.cpu().numpy().astype(np.uint16)
-                scores[:] = conf.cpu().numpy()
-            elif use.any():
-                rows = torch.from_numpy(np.flatnonzero(use)).to(features.device)
-                cls, conf = active.classifier.predict(features.index_select(0, rows))
-                labels[use] = cls.cpu().numpy().astype(np.uint16)
-                scores[use] = conf.cpu().numpy()
+                labels[use] = cls.cpu().numpy()[use]
+                scores[use] = conf.cpu().numpy()[use]
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             timings["classifier"] = time.perf_counter() - t0

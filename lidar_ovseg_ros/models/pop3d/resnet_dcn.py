@@ -3,8 +3,9 @@
 POP-3D's image backbone is mmdet's caffe-style ResNet-101 with DCNv2 in stages 3-4. Module and
 parameter names follow mmdet/mmcv (`conv1`, `bn1`, `layerN.M.conv2.conv_offset`, `downsample.0`)
 so the released checkpoint loads with `strict=True`. The deformable convolution samples the input
-with `grid_sample` instead of mmcv's compiled kernel: same bilinear rule (corners outside the
-image count as zero), same offset layout (per deform group and kernel tap: dy, dx).
+by gathering the four neighbours of every sample instead of mmcv's compiled kernel: same
+bilinear rule (neighbours outside the image count as zero), same offset layout (per deform group
+and kernel tap: dy, dx).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -61,29 +61,51 @@ def modulated_deform_conv2d(
         raise ValueError(f"mask shape {tuple(mask.shape)} != {(b, deform_groups * k, ho, wo)}")
 
     dtype, device = x.dtype, x.device
-    # Sampling positions of every tap before the learned offsets, in input pixel coordinates.
+    g, cg = deform_groups, c // deform_groups
+    npos = ho * wo
+    # Sampling positions of every tap before the learned offsets, in input pixel coordinates,
+    # laid out [Ho*Wo, K] (output position major, tap minor).
     tap_y = (torch.arange(kh, device=device, dtype=dtype) * dh).repeat_interleave(kw)  # [K]
     tap_x = (torch.arange(kw, device=device, dtype=dtype) * dw).repeat(kh)  # [K]
-    out_y = torch.arange(ho, device=device, dtype=dtype) * sh - ph  # [Ho]
-    out_x = torch.arange(wo, device=device, dtype=dtype) * sw - pw  # [Wo]
-    base_y = tap_y[:, None, None] + out_y[None, :, None]  # [K, Ho, 1]
-    base_x = tap_x[:, None, None] + out_x[None, None, :]  # [K, 1, Wo]
+    out_y = (torch.arange(ho, device=device, dtype=dtype) * sh - ph).repeat_interleave(wo)
+    out_x = (torch.arange(wo, device=device, dtype=dtype) * sw - pw).repeat(ho)
+    off = offset.view(b, g, k, 2, npos).transpose(2, 4)  # [B, G, L, 2, K]
+    py = out_y[:, None] + tap_y[None, :] + off[:, :, :, 0]  # [B, G, L, K]
+    px = out_x[:, None] + tap_x[None, :] + off[:, :, :, 1]
+    m = mask.view(b, g, k, npos).transpose(2, 3)  # [B, G, L, K]
 
-    off = offset.view(b, deform_groups, k, 2, ho, wo)
-    py = base_y + off[:, :, :, 0]  # [B, G, K, Ho, Wo]
-    px = base_x + off[:, :, :, 1]
-    # Pixel -> normalised coordinates for align_corners=False (pixel centres at i + 0.5).
-    gx = (2.0 * px + 1.0) / w - 1.0
-    gy = (2.0 * py + 1.0) / h - 1.0
-    grid = torch.stack((gx, gy), dim=-1).view(b * deform_groups, k * ho, wo, 2)
-    xg = x.reshape(b * deform_groups, c // deform_groups, h, w)
-    sampled = F.grid_sample(xg, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    sampled = sampled.view(b, deform_groups, c // deform_groups, k, ho, wo)
-    sampled = sampled * mask.view(b, deform_groups, 1, k, ho, wo)
-    # Columns ordered (channel, tap) like the flattened weight [Cout, C/groups * kh * kw].
-    cols = sampled.reshape(b, groups, cin_g * k, ho * wo)
-    wmat = weight.reshape(groups, cout // groups, cin_g * k)
-    out = torch.einsum("gok,bgkl->bgol", wmat, cols).reshape(b, cout, ho, wo)
+    # Bilinear sampling by gathering the four neighbours of every sample from a channel-last
+    # copy of the input; a neighbour outside the image contributes zero (mmcv's rule).
+    rows = x.view(b, g, cg, h, w).permute(0, 1, 3, 4, 2).reshape(b * g * h * w, cg)
+    base = (torch.arange(b * g, device=device) * (h * w)).view(b, g, 1, 1)
+    y0f, x0f = torch.floor(py), torch.floor(px)
+    ly, lx = py - y0f, px - x0f
+    y0, x0 = y0f.long(), x0f.long()
+    sampled = None
+    for dy, dx, wgt in (
+        (0, 0, (1 - ly) * (1 - lx)),
+        (0, 1, (1 - ly) * lx),
+        (1, 0, ly * (1 - lx)),
+        (1, 1, ly * lx),
+    ):
+        yy, xx = y0 + dy, x0 + dx
+        inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+        idx = base + yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)
+        wgt = (wgt * m * inside).reshape(-1, 1)
+        val = rows.index_select(0, idx.reshape(-1))
+        sampled = val.mul_(wgt) if sampled is None else sampled.addcmul_(val, wgt)
+    # [B, G, L, K, Cg] -> columns [B, L, K, C] (channel c = group * Cg + j)
+    cols = sampled.view(b, g, npos, k, cg).permute(0, 2, 3, 1, 4).reshape(b, npos, k, c)
+    # weight [Cout, C/groups, kh, kw] -> [groups, K * C/groups, Cout/groups], tap major
+    wmat = weight.view(groups, cout // groups, cin_g, k).permute(0, 3, 2, 1)
+    wmat = wmat.reshape(groups, k * cin_g, cout // groups)
+    if groups == 1:
+        out = cols.reshape(b, npos, k * c) @ wmat[0]  # [B, L, Cout]
+    else:
+        cols = cols.view(b, npos, k, groups, cin_g).permute(0, 3, 1, 2, 4)
+        out = (cols.reshape(b, groups, npos, k * cin_g) @ wmat).permute(0, 2, 1, 3)
+        out = out.reshape(b, npos, cout)
+    out = out.transpose(1, 2).reshape(b, cout, ho, wo)
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
     return out
