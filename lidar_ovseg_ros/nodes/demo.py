@@ -104,7 +104,10 @@ class _Probe:
             durability=DurabilityPolicy.TRANSIENT_LOCAL,
         )
         self.lock = threading.Lock()
+        # Arrival time of each input stamp in the current pass (every pass replays the same
+        # stamps, so `start_pass` forgets the previous pass's arrivals).
         self.input_times: dict[tuple[int, int], float] = {}
+        self.inputs_seen = 0
         self.outputs: list[tuple[float, Any]] = []
         self.vocabulary: dict = {}
         self.processing_ms: list[float] = []
@@ -125,7 +128,14 @@ class _Probe:
 
     def _on_input(self, msg: Any) -> None:
         with self.lock:
-            self.input_times.setdefault(self._key(msg), time.monotonic())
+            self.input_times[self._key(msg)] = time.monotonic()
+            self.inputs_seen += 1
+
+    def start_pass(self) -> int:
+        """Forget earlier arrivals; returns the index of the pass's first output."""
+        with self.lock:
+            self.input_times.clear()
+            return len(self.outputs)
 
     def _on_output(self, msg: Any) -> None:
         with self.lock:
@@ -291,7 +301,8 @@ def _drive(
                     proc,
                 )
             vocab_json = dict(probe.vocabulary)
-            first_output = len(probe.outputs)
+            first_output = probe.start_pass()
+            pass_start = time.monotonic()
             player = BagPlayer(
                 bag_path,
                 PlayOptions(topics=["/lidar/points"], wait_for_subscribers=2, wait_timeout=30),
@@ -318,7 +329,9 @@ def _drive(
             executor.remove_node(player)
             player.destroy_node()
             outputs = probe.outputs[first_output:]
-            passes.append(_report_pass(index + 1, outputs, probe, vocab_json, frame, out, profile))
+            report = _report_pass(index + 1, outputs, probe, vocab_json, frame, out, profile)
+            report["pass_seconds"] = round(time.monotonic() - pass_start, 3)
+            passes.append(report)
         diag = _diagnostics_snapshot(probe)
     finally:
         recorder.close()
@@ -341,7 +354,7 @@ def _drive(
 
 
 def _diagnostics_snapshot(probe: _Probe) -> dict[str, Any]:
-    return {"outputs_received": len(probe.outputs), "inputs_seen": len(probe.input_times)}
+    return {"outputs_received": len(probe.outputs), "inputs_seen": probe.inputs_seen}
 
 
 def _report_pass(
