@@ -14,7 +14,14 @@ from PIL import Image, ImageDraw, ImageFont
 from lidar_ovseg_ros.frames import CameraView
 from lidar_ovseg_ros.vocabulary import NO_CLASS_COLOR, Vocabulary
 
-__all__ = ["bev_size", "draw_legend", "legend_entries", "render_bev", "render_camera_overlay"]
+__all__ = [
+    "bev_size",
+    "draw_legend",
+    "legend_entries",
+    "render_bev",
+    "render_camera_overlay",
+    "render_legend",
+]
 
 LEGEND_WIDTH = 240
 _ROW = 20
@@ -51,18 +58,22 @@ def legend_entries(
     return entries
 
 
+def _entry_text(name: str, n: int | None) -> str:
+    return name if n is None else f"{name} ({n})"
+
+
 def draw_legend(
     image: Image.Image,
-    entries: list[tuple[str, tuple[int, int, int], int]],
+    entries: list[tuple[str, tuple[int, int, int], int | None]],
     origin: tuple[int, int] = (8, 8),
     title: str | None = None,
     box: bool = True,
 ) -> None:
-    """Draw colour swatches with class names and counts at `origin` (in place)."""
+    """Draw colour swatches with class names and counts (None: no count) at `origin` (in place)."""
     draw = ImageDraw.Draw(image)
     font = _font()
     x0, y0 = origin
-    rows = ([title] if title else []) + [f"{name} ({n})" for name, _, n in entries]
+    rows = ([title] if title else []) + [_entry_text(name, n) for name, _, n in entries]
     if not rows:
         return
     text_w = max(int(draw.textlength(r, font=font)) for r in rows)
@@ -80,8 +91,28 @@ def draw_legend(
         draw.rectangle(
             [x0, y + 2, x0 + _SWATCH, y + 2 + _SWATCH], fill=tuple(color), outline=(0, 0, 0)
         )
-        draw.text((x0 + _SWATCH + 8, y), f"{name} ({n})", fill=(0, 0, 0), font=font)
+        draw.text((x0 + _SWATCH + 8, y), _entry_text(name, n), fill=(0, 0, 0), font=font)
         y += _ROW
+
+
+def render_legend(
+    vocabulary: Vocabulary, title: str | None = None, counts: dict[int, int] | None = None
+) -> np.ndarray:
+    """[H, W, 3] uint8 legend of every class ('id name', optional counts) and the no-class colour,
+    e.g. for RViz's Image display."""
+    entries = [
+        (f"{i:>2} {c.name}", c.color, None if counts is None else counts.get(i, 0))
+        for i, c in enumerate(vocabulary.classes)
+    ]
+    entries.append(("   no class", NO_CLASS_COLOR, None))
+    rows = len(entries) + (1 if title else 0)
+    font = _font()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    texts = ([title] if title else []) + [_entry_text(n, k) for n, _, k in entries]
+    width = 24 + _SWATCH + max(int(probe.textlength(t, font=font)) for t in texts)
+    image = Image.new("RGB", (width, 16 + _ROW * rows), (255, 255, 255))
+    draw_legend(image, entries, (8, 8), title, box=False)
+    return np.asarray(image)
 
 
 def _stamp(canvas: np.ndarray, rows: np.ndarray, cols: np.ndarray, colors: np.ndarray, size: int):

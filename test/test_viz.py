@@ -99,3 +99,17 @@ def test_camera_overlay_with_legend(nuscenes_frame, vocab):
     assert (top_left == 255).all(axis=2).any()  # the white legend box
     with pytest.raises(ValueError, match="1600x900"):
         render_camera_overlay(cam, nuscenes_frame.xyz, labels, vocab, image=np.zeros((10, 10, 3)))
+
+
+def test_legend_image_has_a_row_and_swatch_per_class():
+    from lidar_ovseg_ros.viz import render_legend
+    from lidar_ovseg_ros.vocabulary import NO_CLASS_COLOR, load_preset
+
+    vocab = load_preset("nuscenes")
+    img = render_legend(vocab, title="nuscenes", counts={3: 120})
+    assert img.dtype == np.uint8 and img.shape[2] == 3
+    assert img.shape[0] >= 20 * (len(vocab) + 2)
+    colours = {tuple(c) for c in img.reshape(-1, 3).tolist()}
+    for cls in vocab.classes:
+        assert cls.color in colours
+    assert NO_CLASS_COLOR in colours

@@ -29,7 +29,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import ColorRGBA, Header, String
 from visualization_msgs.msg import Marker, MarkerArray
 
-from lidar_ovseg_ros.legend import render_legend
+from lidar_ovseg_ros.viz import render_legend
 from lidar_ovseg_ros.vocabulary import (
     NO_CLASS_ID,
     Vocabulary,
