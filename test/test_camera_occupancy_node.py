@@ -164,3 +164,51 @@ def test_late_camera_is_dropped_and_reported(running):
     assert wait_for(lambda: len(probe.points) > before, 120)
     assert node.sync.late_counts["CAM_BACK"] >= 1
     assert wait_for(lambda: int(probe.diag_values().get("late_CAM_BACK", 0)) >= 1, 10)
+
+
+def test_node_process_sigint_and_missing_weights(node_process, tmp_path):
+    import subprocess
+    import sys
+
+    proc = node_process(
+        [
+            "-m",
+            "lidar_ovseg_ros.nodes.camera_occupancy_node",
+            "--ros-args",
+            "-p",
+            "calibration_file:=nuscenes",
+        ]
+    )
+    assert proc.poll() is None
+    missing = tmp_path / "pop3d_weights.pth"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lidar_ovseg_ros.nodes.camera_occupancy_node",
+            "--ros-args",
+            "-p",
+            "profile:=full",
+            "-p",
+            f"weights:={missing}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 1
+    assert str(missing) in res.stderr and "Traceback" not in res.stderr
+    no_poses = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lidar_ovseg_ros.nodes.camera_occupancy_node",
+            "--ros-args",
+            "-p",
+            "use_tf:=false",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert no_poses.returncode == 1 and "no camera poses" in no_poses.stderr

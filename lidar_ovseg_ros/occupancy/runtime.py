@@ -13,11 +13,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from lidar_ovseg_ros.models.checkpoints import CheckpointNotFoundError
 from lidar_ovseg_ros.models.pop3d import Pop3DConfig, Pop3DNetwork
 from lidar_ovseg_ros.occupancy.pipeline import OccupancyPredictor, OccupancyResult
 from lidar_ovseg_ros.occupancy.text_queries import (
@@ -72,6 +74,8 @@ def build_predictor(
     if profile == "full":
         if not weights:
             raise ValueError("profile 'full' needs the POP-3D weights (pop3d_weights.pth)")
+        if not Path(weights).expanduser().is_file():  # before loading CLIP: fail fast, name it
+            raise CheckpointNotFoundError(f"POP-3D weights not found: {Path(weights).expanduser()}")
         text = TextQueryEncoder.from_pretrained(clip_model, device=device)
         return OccupancyPredictor.from_config(
             Pop3DConfig.full(), text, weights=weights, device=device, min_score=min_score
