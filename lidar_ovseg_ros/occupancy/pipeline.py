@@ -174,7 +174,12 @@ def preprocess(
 
 
 class OccupancyPredictor:
-    """POP-3D inference on one set of surround images; the vocabulary can change at runtime."""
+    """POP-3D inference on one set of surround images; the vocabulary can change at runtime.
+
+    `timings` holds the seconds per stage of the last `predict` (`STAGES`: preprocess, backbone,
+    neck, encoder, heads, labels, total) plus `text`, the time the last `set_vocabulary` took
+    (about 0 on a cache hit), and `grounding` after a grounding query.
+    """
 
     def __init__(
         self,
@@ -246,6 +251,7 @@ class OccupancyPredictor:
         """Images (HxWx3 uint8 RGB, in `config.camera_names` order or keyed by camera name) and
         their calibrations -> occupied voxels with labels, scores and features."""
         text_time = self.timings.get("text", 0.0)
+        vocab = self.vocabulary  # one snapshot: set_vocabulary may run in another thread
         timings: dict[str, float] = {}
         t_start = t = time.perf_counter()
 
@@ -276,15 +282,15 @@ class OccupancyPredictor:
         labels = np.full(m, NO_CLASS_ID, dtype=np.uint16)
         scores = np.zeros(m, dtype=np.float32)
         class_names: tuple[str, ...] = ()
-        if self.vocabulary is not None and m:
-            class_scores = self.vocabulary.scores(features)
+        if vocab is not None and m:
+            class_scores = vocab.scores(features)
             best, arg = class_scores.max(-1)
             labels = arg.cpu().numpy().astype(np.uint16)
             scores = best.float().cpu().numpy()
             if self.min_score is not None:
                 labels[scores < self.min_score] = NO_CLASS_ID
-        if self.vocabulary is not None:
-            class_names = self.vocabulary.class_names
+        if vocab is not None:
+            class_names = vocab.class_names
         lap("labels")
         cfg = self.config
         indices = idx.cpu().numpy().astype(np.int64)

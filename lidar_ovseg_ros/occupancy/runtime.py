@@ -27,6 +27,7 @@ from lidar_ovseg_ros.occupancy.text_queries import (
     EncodedVocabulary,
     TextQueryEncoder,
     byte_level_clip_tokenizer,
+    nuscenes16_vocabulary,
 )
 from lidar_ovseg_ros.vocabulary import Vocabulary
 
@@ -93,6 +94,13 @@ def build_predictor(
     return OccupancyPredictor(net, text, device=device, min_score=min_score)
 
 
+def class_queries(vocabulary: Vocabulary) -> list[tuple[str, list[str]]]:
+    """(class, sub-names) to encode: POP-3D's official sub-names for the nuScenes classes it
+    defines, so the preset reproduces its zero-shot queries; the class prompts otherwise."""
+    official = dict(nuscenes16_vocabulary())
+    return [(c.name, list(official.get(c.name, c.prompts))) for c in vocabulary.classes]
+
+
 @dataclass(frozen=True)
 class PreparedVocabulary:
     vocabulary: Vocabulary
@@ -120,7 +128,7 @@ class SwitchableOccupancy:
     ) -> PreparedVocabulary:
         if progress:
             progress(0, 1, "encoding class texts")
-        specs = [(c.name, list(c.prompts)) for c in vocabulary.classes]
+        specs = class_queries(vocabulary)
         encoded = self.predictor.text_encoder.encode_vocabulary(specs).to(self.device)
         if progress:
             progress(1, 1, "done")
