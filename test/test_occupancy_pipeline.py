@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
 from lidar_ovseg_ros.models.pop3d import Pop3DConfig, Pop3DNetwork
 from lidar_ovseg_ros.occupancy.evaluation import FREE_LABEL
@@ -22,6 +21,7 @@ from lidar_ovseg_ros.occupancy.pipeline import (
 )
 from lidar_ovseg_ros.occupancy.text_queries import (
     TextQueryEncoder,
+    build_tiny_text_model,
     byte_level_clip_tokenizer,
     nuscenes16_vocabulary,
 )
@@ -33,20 +33,7 @@ CFG = Pop3DConfig.tiny()
 @pytest.fixture(scope="module")
 def text_encoder():
     tok = byte_level_clip_tokenizer()
-    cfg = CLIPTextConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=77,
-        projection_dim=CFG.feature_dim,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = CLIPTextModelWithProjection(cfg)
+    model = build_tiny_text_model(tok, CFG.feature_dim, seed=0)
     return TextQueryEncoder(model, tok, model_id="tiny", templates=("a photo of a {}.", "{}"))
 
 

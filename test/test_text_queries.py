@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
 from lidar_ovseg_ros.occupancy.text_queries import (
     CLIP_MODEL_ID,
@@ -19,6 +18,7 @@ from lidar_ovseg_ros.occupancy.text_queries import (
     PROMPT_TEMPLATES,
     TextQueryEncoder,
     TextQueryError,
+    build_tiny_text_model,
     byte_level_clip_tokenizer,
     nuscenes16_vocabulary,
 )
@@ -33,20 +33,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def text_model(tokenizer):
-    cfg = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=77,
-        projection_dim=24,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    return CLIPTextModelWithProjection(cfg).eval()
+    return build_tiny_text_model(tokenizer, projection_dim=24, seed=0)
 
 
 def _encoder(text_model, tokenizer, **kw):

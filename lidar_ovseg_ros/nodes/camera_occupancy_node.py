@@ -18,10 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -37,12 +35,12 @@ from lidar_ovseg_ros.nodes.common import (
     VocabularyPublisher,
     input_qos,
     output_qos,
+    run_node,
     voxel_markers,
 )
 from lidar_ovseg_ros.occupancy.camera_sync import CameraImage, CameraSet, CameraSetSynchronizer
 from lidar_ovseg_ros.occupancy.pipeline import CameraCalibration
 from lidar_ovseg_ros.pointcloud import arrays_to_msg, labeled_cloud_to_msg, pack_rgb
-from lidar_ovseg_ros.vocabulary import VocabularyError
 from lidar_ovseg_ros.vocabulary_switch import SwitchStatus, VocabularySwitcher
 from lidar_ovseg_ros.voxels import VoxelGrid
 
@@ -397,25 +395,7 @@ def _transform_to_matrix(t: Any) -> np.ndarray:
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        node = CameraOccupancyNode()
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (FileNotFoundError, VocabularyError, ValueError) as exc:
-        print(f"[camera_occupancy_node] start-up failed: {exc}", file=sys.stderr)
-        code = 1
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run_node(CameraOccupancyNode, "camera_occupancy_node", args)
 
 
 if __name__ == "__main__":

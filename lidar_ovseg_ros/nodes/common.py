@@ -6,16 +6,19 @@ Everything here converts between ROS messages/parameters and the ROS-free core; 
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import rclpy
 from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, Vector3
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -333,3 +336,30 @@ class RollingStats:
             "median": float(np.median(a)),
             "p90": float(np.percentile(a, 90)),
         }
+
+
+def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = None) -> int:
+    """The console-script main of a node: spin until Ctrl-C, clean exit, no traceback.
+
+    Start-up errors a user can fix (a missing checkpoint, an invalid vocabulary or parameter)
+    print one line and return 1.
+    """
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = factory()
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (FileNotFoundError, VocabularyError, ValueError) as exc:
+        print(f"[{name}] start-up failed: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code

@@ -14,10 +14,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import PointCloud2
@@ -32,11 +30,11 @@ from lidar_ovseg_ros.nodes.common import (
     VocabularyPublisher,
     input_qos,
     output_qos,
+    run_node,
     stamp_to_seconds,
     voxel_markers,
 )
 from lidar_ovseg_ros.pointcloud import PointCloudFormatError, labeled_cloud_to_msg, read_points
-from lidar_ovseg_ros.vocabulary import VocabularyError
 from lidar_ovseg_ros.vocabulary_switch import SwitchStatus, VocabularySwitcher
 from lidar_ovseg_ros.voxels import voxelize_labels
 
@@ -287,25 +285,7 @@ class LidarOvsegNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        node = LidarOvsegNode()
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (FileNotFoundError, VocabularyError, ValueError) as exc:
-        print(f"[lidar_ovseg_node] start-up failed: {exc}", file=sys.stderr)
-        code = 1
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run_node(LidarOvsegNode, "lidar_ovseg_node", args)
 
 
 if __name__ == "__main__":

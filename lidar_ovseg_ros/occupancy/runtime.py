@@ -26,6 +26,7 @@ from lidar_ovseg_ros.occupancy.text_queries import (
     CLIP_MODEL_ID,
     EncodedVocabulary,
     TextQueryEncoder,
+    build_tiny_text_model,
     byte_level_clip_tokenizer,
     nuscenes16_vocabulary,
 )
@@ -35,23 +36,8 @@ PROFILES = ("tiny", "full")
 
 
 def _tiny_text_encoder(feature_dim: int, seed: int, device: str) -> TextQueryEncoder:
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
-
     tok = byte_level_clip_tokenizer()
-    cfg = CLIPTextConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=77,
-        projection_dim=feature_dim,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    torch.manual_seed(seed)
-    model = CLIPTextModelWithProjection(cfg)
+    model = build_tiny_text_model(tok, feature_dim, seed)
     return TextQueryEncoder(
         model,
         tok,

@@ -417,3 +417,24 @@ def byte_level_clip_tokenizer(merges: Sequence[tuple[str, str]] = ()):
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
     return CLIPTokenizer(vocab=vocab, merges=merge_list)
+
+
+def build_tiny_text_model(tokenizer, projection_dim: int, seed: int = 0):
+    """A small untrained `CLIPTextModelWithProjection` (2 layers, 32 wide) for `tokenizer`: the
+    text tower of the offline tiny profile and of the tests, deterministic given `seed`."""
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    cfg = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        projection_dim=projection_dim,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return CLIPTextModelWithProjection(cfg).eval()
