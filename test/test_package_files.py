@@ -1,0 +1,125 @@
+"""The files a ROS 2 user touches agree with the code: package.xml, config/*.yaml, launch/, rviz/.
+
+Launch files and RViz cannot run here (no `launch_ros`, no `rviz2`), so they are checked as
+data: they parse, declare the documented arguments, and point at topics the nodes publish with
+QoS that matches.
+"""
+
+from __future__ import annotations
+
+import ast
+import xml.etree.ElementTree as ET
+from dataclasses import fields
+
+import pytest
+import yaml
+
+from lidar_ovseg_ros.nodes.camera_occupancy_node import CameraNodeParams
+from lidar_ovseg_ros.nodes.lidar_ovseg_node import LidarNodeParams
+
+VOCABULARY_PARAMS = {"vocabulary", "vocabulary_file"}
+
+
+def test_package_xml_is_format_3_with_runtime_dependencies(repo_root):
+    root = ET.parse(repo_root / "package.xml").getroot()
+    assert root.tag == "package" and root.get("format") == "3"
+    assert root.findtext("name") == "lidar_ovseg_ros"
+    deps = {e.text for e in root.iter("exec_depend")}
+    for dep in (
+        "rclpy",
+        "sensor_msgs",
+        "std_msgs",
+        "geometry_msgs",
+        "visualization_msgs",
+        "diagnostic_msgs",
+        "tf2_ros",
+        "launch_ros",
+        "sensor_msgs_py",
+        "python3-numpy",
+        "python3-torch",
+    ):
+        assert dep in deps, dep
+    assert root.find("export/build_type").text == "ament_python"
+
+
+@pytest.mark.parametrize(
+    ("config", "params"),
+    [("lidar_ovseg.yaml", LidarNodeParams), ("camera_occupancy.yaml", CameraNodeParams)],
+)
+def test_config_files_set_exactly_the_declared_parameters(repo_root, config, params):
+    data = yaml.safe_load((repo_root / "config" / config).read_text())
+    values = data["/**"]["ros__parameters"]
+    declared = {f.name for f in fields(params)} | VOCABULARY_PARAMS
+    assert set(values) == declared
+    for f in fields(params):
+        default = list(f.default) if isinstance(f.default, tuple) else f.default
+        assert type(values[f.name]) is type(default), f.name  # ROS refuses a type change
+
+
+def _declared_arguments(path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {
+        node.args[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", "") == "DeclareLaunchArgument"
+        and isinstance(node.args[0], ast.Constant)
+    }
+
+
+@pytest.mark.parametrize(
+    ("launch", "expected"),
+    [
+        (
+            "lidar_ovseg.launch.py",
+            {
+                "input_topic",
+                "params_file",
+                "checkpoint",
+                "vocabulary_file",
+                "device",
+                "use_sim_time",
+                "rviz",
+            },
+        ),
+        (
+            "camera_occupancy.launch.py",
+            {"topic_prefix", "params_file", "weights", "vocabulary_file", "device", "rviz"},
+        ),
+    ],
+)
+def test_launch_files_declare_their_arguments(repo_root, launch, expected):
+    path = repo_root / "launch" / launch
+    compile(path.read_text(), str(path), "exec")
+    assert expected <= _declared_arguments(path)
+    text = path.read_text()
+    assert "generate_launch_description" in text and "FindPackageShare" in text
+
+
+@pytest.mark.parametrize(
+    ("rviz", "node"),
+    [("lidar_ovseg.rviz", "lidar_ovseg_node"), ("camera_occupancy.rviz", "camera_occupancy_node")],
+)
+def test_rviz_configs_show_the_node_outputs_with_matching_qos(repo_root, rviz, node):
+    cfg = yaml.safe_load((repo_root / "rviz" / rviz).read_text())
+    displays = cfg["Visualization Manager"]["Displays"]
+    topics = {d["Topic"]["Value"]: d for d in displays if "Topic" in d}
+    outputs = {"points", "voxels", "legend"}
+    if node == "camera_occupancy_node":
+        outputs = {"voxel_points", "voxels", "legend", "grounding"}
+    assert {f"/{node}/output/{o}" for o in outputs} == set(topics)
+    for name, d in topics.items():
+        assert d["Topic"]["Reliability Policy"] == "Reliable"  # publishers are reliable
+        latched = name.endswith("/legend")
+        assert d["Topic"]["Durability Policy"] == ("Transient Local" if latched else "Volatile")
+    points = topics[f"/{node}/output/{'points' if node == 'lidar_ovseg_node' else 'voxel_points'}"]
+    assert points["Class"] == "rviz_default_plugins/PointCloud2"
+    assert points["Color Transformer"] == "RGB8"  # shows the packed `rgb` field
+
+
+def test_setup_installs_launch_config_and_rviz_to_share(repo_root):
+    text = (repo_root / "setup.py").read_text()
+    for folder in ('"launch"', '"config"', '"config/vocabularies"', '"rviz"'):
+        assert folder in text
+    cfg = (repo_root / "setup.cfg").read_text()
+    assert "$base/lib/lidar_ovseg_ros" in cfg  # `ros2 run` looks there
