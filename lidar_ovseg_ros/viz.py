@@ -17,9 +17,11 @@ from lidar_ovseg_ros.vocabulary import NO_CLASS_COLOR, Vocabulary
 __all__ = [
     "bev_size",
     "draw_legend",
+    "heat_colors",
     "legend_entries",
     "render_bev",
     "render_camera_overlay",
+    "render_heat_bev",
     "render_legend",
 ]
 
@@ -148,34 +150,85 @@ def render_bev(
     Covers [-extent, extent] metres around the sensor at `resolution` metres per pixel; higher
     points are drawn last. A legend panel of `LEGEND_WIDTH` pixels is appended on the right.
     """
-    if extent <= 0 or resolution <= 0 or point_size < 1:
-        raise ValueError("extent, resolution and point_size must be positive")
     xyz, labels = _check(xyz, labels)
-    width, side = bev_size(extent, resolution, legend)
-    canvas = np.zeros((side, width, 3), dtype=np.uint8)
-    canvas[:, :side] = (20, 20, 20)
-    canvas[:, side:] = (255, 255, 255)
-    finite = np.isfinite(xyz).all(axis=1)
-    order = np.argsort(xyz[finite, 2], kind="stable")
-    pts, labs = xyz[finite][order], labels[finite][order]
-    rows = np.floor((extent - pts[:, 0]) / resolution).astype(np.int64)
-    cols = np.floor((extent - pts[:, 1]) / resolution).astype(np.int64)
-    inside = (rows >= 0) & (rows < side) & (cols >= 0) & (cols < side)
-    view = canvas[:, :side]
-    _stamp(view, rows[inside], cols[inside], vocabulary.colors_for(labs[inside]), point_size)
-    # Ego position: a small white cross at the sensor origin.
-    c = side // 2
-    view[c, max(c - 6, 0) : c + 7] = 255
-    view[max(c - 6, 0) : c + 7, c] = 255
-    image = Image.fromarray(canvas)
+    image, side, drawn = _bev_canvas(
+        xyz, vocabulary.colors_for(labels), extent, resolution, point_size, legend
+    )
     if legend:
         heading = title or f"vocabulary: {vocabulary.name}"
         draw_legend(
-            image, legend_entries(labs[inside], vocabulary), (side + 12, 12), heading, box=False
+            image, legend_entries(labels[drawn], vocabulary), (side + 12, 12), heading, box=False
         )
     if path is not None:
         image.save(path)
     return image
+
+
+def heat_colors(heat: np.ndarray) -> np.ndarray:
+    """[N, 3] uint8: blue (lowest) to red (highest) over the values' own range."""
+    heat = np.asarray(heat, dtype=np.float64)
+    if heat.size == 0:
+        return np.zeros((0, 3), np.uint8)
+    lo, hi = float(np.nanmin(heat)), float(np.nanmax(heat))
+    t = np.clip((heat - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(heat)
+    return np.stack([255 * t, 40 + 0 * t, 255 * (1 - t)], axis=1).astype(np.uint8)
+
+
+def render_heat_bev(
+    xyz: np.ndarray,
+    heat: np.ndarray,
+    path: str | Path | None = None,
+    extent: float = 50.0,
+    resolution: float = 0.1,
+    point_size: int = 2,
+    title: str = "similarity",
+) -> Image.Image:
+    """Top view coloured by a scalar (e.g. a grounding similarity), with a low/high legend."""
+    xyz, _ = _check(xyz, np.zeros(len(np.asarray(xyz)), np.uint16))
+    heat = np.asarray(heat, dtype=np.float64)
+    if heat.shape != (len(xyz),):
+        raise ValueError(f"heat must be [{len(xyz)}], got {heat.shape}")
+    image, side, _ = _bev_canvas(xyz, heat_colors(heat), extent, resolution, point_size, True)
+    if heat.size:
+        entries = [
+            (f"high {np.nanmax(heat):.3f}", (255, 40, 0), None),
+            (f"low {np.nanmin(heat):.3f}", (0, 40, 255), None),
+        ]
+        draw_legend(image, entries, (side + 12, 12), title, box=False)
+    if path is not None:
+        image.save(path)
+    return image
+
+
+def _bev_canvas(
+    xyz: np.ndarray,
+    colors: np.ndarray,
+    extent: float,
+    resolution: float,
+    point_size: int,
+    legend: bool,
+) -> tuple[Image.Image, int, np.ndarray]:
+    """Draw points (x forward up, y left left, higher over lower); returns the image, the side
+    of the square view in pixels, and the indices of the points that were drawn."""
+    if extent <= 0 or resolution <= 0 or point_size < 1:
+        raise ValueError("extent, resolution and point_size must be positive")
+    width, side = bev_size(extent, resolution, legend)
+    canvas = np.zeros((side, width, 3), dtype=np.uint8)
+    canvas[:, :side] = (20, 20, 20)
+    canvas[:, side:] = (255, 255, 255)
+    finite = np.flatnonzero(np.isfinite(xyz).all(axis=1))
+    order = finite[np.argsort(xyz[finite, 2], kind="stable")]
+    rows = np.floor((extent - xyz[order, 0]) / resolution).astype(np.int64)
+    cols = np.floor((extent - xyz[order, 1]) / resolution).astype(np.int64)
+    inside = (rows >= 0) & (rows < side) & (cols >= 0) & (cols < side)
+    view = canvas[:, :side]
+    drawn = order[inside]
+    _stamp(view, rows[inside], cols[inside], np.asarray(colors)[drawn], point_size)
+    # Ego position: a small white cross at the sensor origin.
+    c = side // 2
+    view[c, max(c - 6, 0) : c + 7] = 255
+    view[max(c - 6, 0) : c + 7, c] = 255
+    return Image.fromarray(canvas), side, drawn
 
 
 def render_camera_overlay(

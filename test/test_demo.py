@@ -41,3 +41,9 @@ def test_demo_runs_end_to_end(tmp_path, monkeypatch):
             with Image.open(image) as img:
                 assert img.size[0] > 500 and img.size[1] > 300
     assert (out / "outputs.mcap").is_dir() or (out / "outputs").is_dir()
+    cam = summary["camera_occupancy"]  # camera_occupancy_node on the bag's six cameras
+    assert cam["profile"] == "tiny" and cam["voxel_maps"] >= 1 and cam["occupied_voxels"] > 0
+    assert cam["end_to_end_latency_ms"]["n"] >= 1
+    for image in cam["images"]:
+        with Image.open(image) as img:
+            assert img.size[1] > 300

@@ -113,3 +113,18 @@ def test_legend_image_has_a_row_and_swatch_per_class():
     for cls in vocab.classes:
         assert cls.color in colours
     assert NO_CLASS_COLOR in colours
+
+
+def test_heat_bev_colours_run_from_blue_to_red(tmp_path):
+    from lidar_ovseg_ros.viz import heat_colors, render_heat_bev
+
+    heat = np.array([-0.5, 0.0, 0.5])
+    colours = heat_colors(heat)
+    assert tuple(colours[0]) == (0, 40, 255) and tuple(colours[-1]) == (255, 40, 0)
+    xyz = np.array([[10.0, 0.0, 0.0], [0.0, 10.0, 0.0], [-10.0, 0.0, 0.0]])
+    img = render_heat_bev(xyz, heat, tmp_path / "heat.png", extent=20, resolution=0.5)
+    arr = np.asarray(img)
+    # x forward is up: the hottest point (x = -10) is below the centre, the coldest above.
+    assert tuple(arr[int((20 - 10) / 0.5), int(20 / 0.5)]) == (0, 40, 255)
+    assert tuple(arr[int((20 + 10) / 0.5), int(20 / 0.5)]) == (255, 40, 0)
+    assert (tmp_path / "heat.png").is_file()

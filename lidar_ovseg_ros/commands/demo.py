@@ -32,6 +32,11 @@ def register(subparsers) -> None:
         "(default: car, pedestrian, road, building, vegetation, traffic cone)",
     )
     p.add_argument("--domain-id", type=int, help="ROS_DOMAIN_ID (default: random 1-100)")
+    p.add_argument(
+        "--no-cameras", action="store_true", help="skip the camera occupancy (POP-3D) stage"
+    )
+    p.add_argument("--pop3d-weights", default="", help="pop3d_weights.pth for real occupancy")
+    p.add_argument("--query", default="a parked car", help="grounding query of the camera stage")
     p.set_defaults(handler=_run)
 
 
@@ -56,6 +61,9 @@ def _run(args: argparse.Namespace) -> int:
             rate_hz=args.rate,
             switch_to=switch,
             domain_id=args.domain_id,
+            cameras=not args.no_cameras,
+            pop3d_weights=args.pop3d_weights,
+            query=args.query,
         )
     )
     return 0

@@ -41,6 +41,7 @@ from lidar_ovseg_ros.nodes.common import (
 from lidar_ovseg_ros.occupancy.camera_sync import CameraImage, CameraSet, CameraSetSynchronizer
 from lidar_ovseg_ros.occupancy.pipeline import CameraCalibration
 from lidar_ovseg_ros.pointcloud import arrays_to_msg, labeled_cloud_to_msg, pack_rgb
+from lidar_ovseg_ros.viz import heat_colors
 from lidar_ovseg_ros.vocabulary_switch import SwitchStatus, VocabularySwitcher
 from lidar_ovseg_ros.voxels import VoxelGrid
 
@@ -325,7 +326,7 @@ class CameraOccupancyNode(Node):
                         "y": result.centers[:, 1],
                         "z": result.centers[:, 2],
                         "score": heat,
-                        "rgb": pack_rgb(_heat_colors(heat)),
+                        "rgb": pack_rgb(heat_colors(heat)),
                     },
                 )
             )
@@ -371,15 +372,6 @@ class CameraOccupancyNode(Node):
     def shutdown(self) -> None:
         self.worker.stop()
         self.switcher.shutdown()
-
-
-def _heat_colors(heat: np.ndarray) -> np.ndarray:
-    """Blue (low) -> red (high) over the heat map's own range."""
-    if heat.size == 0:
-        return np.zeros((0, 3), np.uint8)
-    lo, hi = float(heat.min()), float(heat.max())
-    t = (heat - lo) / (hi - lo) if hi > lo else np.zeros_like(heat)
-    return np.stack([255 * t, 40 * np.ones_like(t), 255 * (1 - t)], axis=1).astype(np.uint8)
 
 
 def _transform_to_matrix(t: Any) -> np.ndarray:

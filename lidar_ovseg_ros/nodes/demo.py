@@ -36,6 +36,9 @@ class DemoOptions:
     switch_to: list[str] | None = None
     domain_id: int | None = None
     startup_timeout: float = 900.0
+    cameras: bool = True  # also run camera_occupancy_node on the bag's six cameras
+    pop3d_weights: str = ""
+    query: str = "a parked car"
 
 
 def resolve_profile(opts: DemoOptions) -> tuple[str, str]:
@@ -333,6 +336,7 @@ def _drive(
             report["pass_seconds"] = round(time.monotonic() - pass_start, 3)
             passes.append(report)
         diag = _diagnostics_snapshot(probe)
+        camera = _camera_stage(opts, out, bag_path, context, executor) if opts.cameras else None
     finally:
         recorder.close()
         executor.shutdown(timeout_sec=2)
@@ -347,6 +351,7 @@ def _drive(
         "processing_time_ms": _percentiles(probe.processing_ms),
         "recorded_bag": str(out / "outputs.mcap"),
         "diagnostics": diag,
+        "camera_occupancy": camera,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     _print_summary(summary, out)
@@ -422,5 +427,136 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
     proc = summary["processing_time_ms"]
     if proc:
         print(f"node processing time: median {proc['median']:.0f} ms, p90 {proc['p90']:.0f} ms")
+    cam = summary.get("camera_occupancy")
+    if cam:
+        lat = cam["end_to_end_latency_ms"]
+        print(
+            f"camera occupancy ({cam['profile']}): {cam['voxel_maps']} voxel maps, "
+            f"{cam['occupied_voxels']} occupied voxels, latency median "
+            f"{lat.get('median', float('nan')):.0f} ms; grounding '{cam['query']}'"
+        )
+        for image in cam["images"]:
+            print(f"  image: {image}")
     print(f"recorded outputs: {summary['recorded_bag']}")
     print(f"summary: {out / 'summary.json'}")
+
+
+def _camera_stage(
+    opts: DemoOptions, out: Path, bag_path: Path, context: Any, executor: Any
+) -> dict[str, Any]:
+    """camera_occupancy_node on the bag's cameras: voxel map and grounding PNGs, latency."""
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CompressedImage, PointCloud2
+
+    from lidar_ovseg_ros.bags import read_bag_info
+    from lidar_ovseg_ros.nodes.bag_tools import BagPlayer, PlayOptions
+    from lidar_ovseg_ros.pointcloud import decode_fields
+    from lidar_ovseg_ros.viz import render_bev, render_heat_bev
+    from lidar_ovseg_ros.vocabulary import load_vocabulary
+
+    profile = "full" if opts.pop3d_weights else "tiny"
+    if profile == "tiny":
+        print(
+            "[demo] camera stage: POP-3D tiny built-in profile (untrained): the voxel map is NOT "
+            "meaningful; give --pop3d-weights pop3d_weights.pth for real occupancy",
+            flush=True,
+        )
+    cmd = [
+        sys.executable,
+        "-m",
+        "lidar_ovseg_ros.nodes.camera_occupancy_node",
+        "--ros-args",
+        "-p",
+        f"profile:={profile}",
+        "-p",
+        "calibration_file:=nuscenes",
+        "-p",
+        "input_reliability:=reliable",
+        "-p",
+        f"query:={opts.query}",
+        "-p",
+        "wait:=2.0",
+    ]
+    if opts.pop3d_weights:
+        cmd += ["-p", f"weights:={opts.pop3d_weights}", "-p", f"device:={opts.device}"]
+    log = (out / "camera_node.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    probe = Node("demo_camera_probe", context=context)
+    rel = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    lock = threading.Lock()
+    arrivals: dict[tuple[int, int], float] = {}
+    maps: list[tuple[float, Any]] = []
+    grounding: list[Any] = []
+
+    def on_image(msg: Any) -> None:
+        with lock:
+            arrivals[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = time.monotonic()
+
+    cameras = sorted(t for t in read_bag_info(bag_path).topics if t.endswith("/compressed"))
+    for topic in cameras:
+        probe.create_subscription(CompressedImage, topic, on_image, rel)
+    probe.create_subscription(
+        PointCloud2,
+        "/camera_occupancy_node/output/voxel_points",
+        lambda m: maps.append((time.monotonic(), m)),
+        rel,
+    )
+    probe.create_subscription(
+        PointCloud2, "/camera_occupancy_node/output/grounding", grounding.append, rel
+    )
+    executor.add_node(probe)
+    vocabulary = load_vocabulary("nuscenes")
+    try:
+        topics = [t for t in read_bag_info(bag_path).topics if t.startswith("/cameras/")]
+        player = BagPlayer(
+            bag_path,
+            PlayOptions(topics=topics, wait_for_subscribers=2 * len(cameras), wait_timeout=300),
+            node_name="demo_camera_player",
+            context=context,
+        )
+        executor.add_node(player)
+        print(f"[demo] camera stage: replaying {len(cameras)} cameras ...", flush=True)
+        player.start()
+        player.wait(timeout=opts.sweeps / opts.rate_hz + 300)
+        _wait(lambda: bool(maps) and bool(grounding), 300, "waiting for voxel maps", proc)
+        time.sleep(3.0)  # let the last set come back
+        executor.remove_node(player)
+        player.destroy_node()
+        with lock:
+            latencies = [
+                (t - arrivals[(m.header.stamp.sec, m.header.stamp.nanosec)]) * 1e3
+                for t, m in maps
+                if (m.header.stamp.sec, m.header.stamp.nanosec) in arrivals
+            ]
+        arrays = decode_fields(maps[-1][1])
+        centers = np.stack([arrays["x"], arrays["y"], arrays["z"]], axis=1)
+        labels = np.asarray(arrays["label"])
+        heat = decode_fields(grounding[-1])
+        heat_xyz = np.stack([heat["x"], heat["y"], heat["z"]], axis=1)
+        voxel = float(np.min(np.diff(np.unique(centers[:, 0])))) if len(centers) > 1 else 1.0
+        size = max(1, round(voxel / 0.2))
+        note = " (tiny: UNTRAINED)" if profile == "tiny" else ""
+        occ_png, heat_png = out / "occupancy_bev.png", out / "grounding_bev.png"
+        render_bev(centers, labels, vocabulary, occ_png, 52.0, 0.2, size, title=f"POP-3D{note}")
+        render_heat_bev(
+            heat_xyz, heat["score"], heat_png, 52.0, 0.2, size, title=f"'{opts.query}'{note}"
+        )
+        return {
+            "profile": profile,
+            "voxel_maps": len(maps),
+            "occupied_voxels": len(labels),
+            "query": opts.query,
+            "end_to_end_latency_ms": _percentiles(latencies),
+            "images": [str(occ_png), str(heat_png)],
+        }
+    finally:
+        executor.remove_node(probe)
+        probe.destroy_node()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
