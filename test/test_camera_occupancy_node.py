@@ -212,3 +212,37 @@ def test_node_process_sigint_and_missing_weights(node_process, tmp_path):
         timeout=120,
     )
     assert no_poses.returncode == 1 and "no camera poses" in no_poses.stderr
+
+
+def test_corrupt_image_is_counted_and_the_set_still_mapped(running):
+    node, probe = running
+    before_bad = node.counters["bad_images"]
+    before = len(probe.points)
+    good = probe.jpegs["CAM_BACK_LEFT"]
+    probe.jpegs["CAM_BACK_LEFT"] = b"\xff\xd8 not really a jpeg"
+    try:
+        probe.publish_set(1003)
+    finally:
+        probe.jpegs["CAM_BACK_LEFT"] = good
+    assert wait_for(lambda: len(probe.points) > before, 120)
+    assert node.counters["bad_images"] == before_bad + 1
+    assert wait_for(lambda: "cannot decode" in probe.diag_values().get("last_problem", ""), 10)
+
+
+def test_decode_raw_images():
+    from sensor_msgs.msg import Image
+
+    from lidar_ovseg_ros.nodes.camera_occupancy_node import decode_image
+
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    msg = Image(height=2, width=3, encoding="bgr8", step=12)  # 3 bytes of row padding
+    rows = np.zeros((2, 12), np.uint8)
+    rows[:, :9] = rgb[..., ::-1].reshape(2, 9)
+    msg.data = rows.tobytes()
+    np.testing.assert_array_equal(decode_image(msg), rgb)
+    mono = Image(height=1, width=2, encoding="mono8", step=2, data=bytes([7, 9]))
+    assert decode_image(mono).tolist() == [[[7, 7, 7], [9, 9, 9]]]
+    with pytest.raises(ValueError, match="unsupported image encoding 'yuv422'"):
+        decode_image(Image(height=1, width=1, encoding="yuv422", step=2, data=bytes(2)))
+    with pytest.raises(ValueError, match="does not fit"):
+        decode_image(Image(height=2, width=2, encoding="rgb8", step=6, data=bytes(6)))

@@ -287,14 +287,16 @@ class CameraOccupancyNode(Node):
                 return
             K = np.asarray(info.k, np.float64).reshape(3, 3)
             calibs[name] = CameraCalibration(K=K, lidar2cam=lidar2cam)
+            blank = np.zeros((info.height, info.width, 3), np.uint8)
             if item is None:  # a late camera: a blank view, reported in diagnostics
-                images[name] = np.zeros((info.height, info.width, 3), np.uint8)
+                images[name] = blank
                 continue
             try:
                 images[name] = decode_image(item.image)
-            except Exception as exc:
+            except Exception as exc:  # one broken view must not cost the other cameras' map
                 self._problem("bad_images", f"camera '{name}': cannot decode image: {exc}")
-                return
+                images[name] = blank
+                continue
             if newest_header is None or item.stamp >= cams.stamp:
                 newest_header = item.image.header
         result, active = self.model.predict(images, calibs)
