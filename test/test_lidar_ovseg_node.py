@@ -245,6 +245,14 @@ def test_malformed_clouds_are_rejected_and_counted_while_valid_ones_flow(running
     assert "malformed" in probe.latest_diag_values()["last_rejection"]
 
 
+def test_cloud_without_intensity_is_labeled(running, nuscenes_frame):
+    _node, probe = running
+    out = probe.publish_and_wait(cloud_msg(nuscenes_frame.points[:, :3].copy(), stamp_sec=450))
+    arrays = decode_fields(out)
+    assert len(arrays["label"]) == len(nuscenes_frame.points)
+    assert (arrays["intensity"] == 0).all()
+
+
 def test_empty_all_nan_and_oversized_clouds(running, nuscenes_frame):
     node, probe = running
     empty = probe.publish_and_wait(cloud_msg(np.zeros((0, 5), np.float32), stamp_sec=500))

@@ -208,6 +208,12 @@ class LidarOvsegNode(Node):
         points[:, :3] = scan.xyz
         if scan.intensity is not None:
             points[:, 3] = scan.intensity
+        elif n:
+            self.get_logger().warning(
+                "the cloud has no intensity field (looked for "
+                "intensity/reflectivity/signal/reflectance/i): using 0",
+                once=True,
+            )
         if n == 0:
             with self._lock:
                 self.counters["empty"] += 1
