@@ -36,6 +36,7 @@ from lidar_ovseg_ros.nodes.common import (
     input_qos,
     output_qos,
     run_node,
+    vocabulary_diagnostics,
     voxel_markers,
 )
 from lidar_ovseg_ros.occupancy.camera_sync import CameraImage, CameraSet, CameraSetSynchronizer
@@ -348,10 +349,6 @@ class CameraOccupancyNode(Node):
             worker_errors=self.worker.failed,
             device=str(self.model.device),
             profile=self.params.profile,
-            vocabulary=status.active.name if status.active else "",
-            vocabulary_state=status.state,
-            vocabulary_progress=status.progress,
-            vocabulary_error=status.last_error,
             last_problem=last_problem,
             query=self._runtime["query"],
         )
@@ -359,10 +356,11 @@ class CameraOccupancyNode(Node):
             values[f"late_{name}"] = n
         for k, v in self.processing_ms.summary().items():
             values[f"processing_time_ms_{k}"] = v
+        vocab_values, vocab_state = vocabulary_diagnostics(status)
+        values.update(vocab_values)
         late = [n for n, c in self.sync.late_counts.items() if c]
-        if status.active is None:
-            level = DiagnosticStatus.ERROR if status.state == "failed" else DiagnosticStatus.WARN
-            message = status.last_error or "building the first vocabulary"
+        if vocab_state is not None:
+            level, message = vocab_state
         elif last_problem or self.worker.failed:
             level, message = DiagnosticStatus.WARN, last_problem or str(self.worker.last_error)
         elif late:

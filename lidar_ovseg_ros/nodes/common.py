@@ -306,6 +306,33 @@ class DiagnosticsPublisher:
         self._pub.publish(arr)
 
 
+def vocabulary_diagnostics(
+    status: SwitchStatus,
+) -> tuple[dict[str, Any], tuple[bytes, str] | None]:
+    """The vocabulary's diagnostic key-values, and the (level, message) its state imposes, if any:
+    no vocabulary yet (WARN, or ERROR when its build failed), a build in progress (OK with the
+    progress), or the last build failed while an older vocabulary stays active (WARN)."""
+    values = {
+        "vocabulary": status.active.name if status.active else "",
+        "vocabulary_classes": len(status.active) if status.active else 0,
+        "vocabulary_state": status.state,
+        "vocabulary_progress": status.progress,
+        "vocabulary_error": status.last_error,
+    }
+    if status.active is None:
+        level = DiagnosticStatus.ERROR if status.state == "failed" else DiagnosticStatus.WARN
+        return values, (level, status.last_error or "building the first vocabulary")
+    if status.state == "building":
+        pending = status.pending.name if status.pending else ""
+        return values, (
+            DiagnosticStatus.OK,
+            f"building vocabulary '{pending}' ({status.progress:.0%})",
+        )
+    if status.last_error:
+        return values, (DiagnosticStatus.WARN, status.last_error)
+    return values, None
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3f}"

@@ -32,6 +32,7 @@ from lidar_ovseg_ros.nodes.common import (
     output_qos,
     run_node,
     stamp_to_seconds,
+    vocabulary_diagnostics,
     voxel_markers,
 )
 from lidar_ovseg_ros.pointcloud import PointCloudFormatError, labeled_cloud_to_msg, read_points
@@ -257,28 +258,18 @@ class LidarOvsegNode(Node):
             "worker_errors": self.worker.failed,
             "device": str(self.segmenter.device),
             "profile": self.params.profile,
-            "vocabulary": status.active.name if status.active else "",
-            "vocabulary_classes": len(status.active) if status.active else 0,
-            "vocabulary_state": status.state,
-            "vocabulary_progress": status.progress,
-            "vocabulary_error": status.last_error,
             "last_rejection": last_rejection,
         }
+        vocab_values, vocab_state = vocabulary_diagnostics(status)
+        values.update(vocab_values)
         for key, stats in (
             ("processing_time_ms", self.processing_ms),
             ("latency_ms", self.latency_ms),
         ):
             for k, v in stats.summary().items():
                 values[f"{key}_{k}"] = v
-        if status.active is None:
-            level = DiagnosticStatus.ERROR if status.state == "failed" else DiagnosticStatus.WARN
-            message = status.last_error or "building the first vocabulary"
-        elif status.state == "building":
-            level = DiagnosticStatus.OK
-            pending = status.pending.name if status.pending else ""
-            message = f"building vocabulary '{pending}' ({status.progress:.0%})"
-        elif status.last_error:
-            level, message = DiagnosticStatus.WARN, status.last_error
+        if vocab_state is not None:
+            level, message = vocab_state
         elif counters["rejected_malformed"] or counters["rejected_oversized"] or self.worker.failed:
             level, message = DiagnosticStatus.WARN, f"rejected input: {last_rejection}"
         else:
