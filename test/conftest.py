@@ -48,6 +48,19 @@ os.environ.update(ros_isolation_env(int(os.environ["LIDAR_OVSEG_TEST_DOMAIN"])))
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models on a shared 2-core machine: one intra-op thread avoids oversubscription
+    stalls (10x slower under load). Modules opt in with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`; restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

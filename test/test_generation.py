@@ -7,7 +7,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
 from lidar_ovseg_ros.prototypes.generation import (
     GenerationConfig,
@@ -27,14 +26,7 @@ from lidar_ovseg_ros.vocabulary import Vocabulary
 SIDE = 32  # 16x16 latents: a UNet step costs milliseconds
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread avoids oversubscription
-    stalls (10x slower under load); restored for the other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -31,14 +31,7 @@ from lidar_ovseg_ros.prototypes.tiny_models import (
 SIZE = TINY_FEATURE_IMAGE_SIZE  # 56 -> 4x4 patches (the tiny model's native grid is 5x5)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread avoids oversubscription
-    stalls (10x slower under load); restored for the other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _perturbed_state(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:

@@ -17,13 +17,7 @@ from lidar_ovseg_ros.segmentation.preprocess import PreprocessConfig, collate, p
 BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP spinning makes 2 threads slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def expected_keys(depth: int, norm: str, head: str) -> list[str]:
