@@ -10,6 +10,7 @@ import pytest
 from lidar_ovseg_ros.occupancy.evaluation import (
     FREE_LABEL,
     IGNORE_LABEL,
+    PointIoU,
     VoxelIoU,
     evaluate_voxels,
     lidar_ground_truth,
@@ -95,7 +96,7 @@ def test_iou_per_class_miou_and_occupancy_iou_by_hand():
 def test_unlabelled_occupied_voxels_count_for_occupancy_only_and_absent_classes_are_nan():
     target = np.array([[2, 2], [F, 0]])
     pred = np.array([[2, NO_CLASS_ID], [F, F]])
-    r = evaluate_voxels(pred, target, 3)
+    r = evaluate_voxels(pred, target, 3, absent="strict")
     assert math.isnan(r.iou[1])  # class 1: neither in GT nor predicted
     assert r.iou[0] == 0.0  # missed (predicted free)
     assert r.iou[2] == pytest.approx(1 / 2)  # one hit, one occupied-but-unlabelled miss
@@ -124,3 +125,64 @@ def test_bad_inputs_are_rejected():
         lidar_ground_truth(np.zeros((1, 3)), np.zeros(1), PC_RANGE, GRID, num_ray_samples=1)
     with pytest.raises(ValueError, match="one label per point"):
         lidar_ground_truth(np.zeros((2, 3)), np.zeros(1), PC_RANGE, GRID)
+
+
+def test_a_tie_between_an_ignored_and_a_real_label_goes_to_the_real_label():
+    # Official GT: ignored points become 255 before the argmax over label counts, so on a tie the
+    # real (smaller) label wins; only a majority of ignored points makes the voxel IGNORE.
+    xyz = np.array(
+        [
+            [1.5, 0.5, 0.5],  # class 3 -> voxel (3, 2, 1)
+            [1.6, 0.6, 0.6],  # ignored (0) -> voxel (3, 2, 1): 1:1 tie -> 3
+            [-1.5, -1.5, 0.5],  # ignored -> voxel (0, 0, 1)
+            [-1.6, -1.4, 0.6],  # ignored -> voxel (0, 0, 1)
+            [-1.2, -1.7, 0.2],  # class 2 -> voxel (0, 0, 1): outvoted 2:1 by ignored points
+        ]
+    )
+    grid = lidar_ground_truth(xyz, np.array([3, 0, 0, 0, 2]), PC_RANGE, GRID, ignore_labels=(0,))
+    assert grid[3, 2, 1] == 3  # the old rule (ignored votes as -1, ties to the smaller) gave I
+    assert grid[0, 0, 1] == I
+
+
+# Hand-built grid where the two absent-class rules differ: class 1 is predicted once but is
+# nowhere in the ground truth, class 2 is neither in the ground truth nor predicted.
+ABSENT_TARGET = np.array([0, 0, F, F, I])
+ABSENT_PRED = np.array([0, 1, F, 0, 2])
+
+
+def test_official_rule_scores_a_class_absent_from_the_ground_truth_as_one():
+    r = evaluate_voxels(ABSENT_PRED, ABSENT_TARGET, 3)  # "official" is the default
+    assert r.absent == "official"
+    # class 0: tp {0}, fp {3}, fn {1} -> 1/3; classes 1 and 2 absent from GT -> 1, predicted or not
+    assert r.iou == pytest.approx([1 / 3, 1.0, 1.0])
+    assert r.miou == pytest.approx((1 / 3 + 2) / 3)
+    assert r.free_iou == pytest.approx(1 / 2)  # tp {2}, fn {3}
+    assert r.miou_with_free == pytest.approx((1 / 3 + 2 + 1 / 2) / 4)
+
+
+def test_strict_rule_scores_a_predicted_absent_class_zero_and_skips_an_unseen_one():
+    r = evaluate_voxels(ABSENT_PRED, ABSENT_TARGET, 3, absent="strict")
+    assert r.iou[:2] == pytest.approx([1 / 3, 0.0]) and math.isnan(r.iou[2])
+    assert r.miou == pytest.approx(1 / 6)  # mean over classes 0 and 1
+    assert r.miou_with_free == pytest.approx((1 / 3 + 0 + 1 / 2) / 3)
+    with pytest.raises(ValueError, match="absent must be one of"):
+        VoxelIoU(3, absent="lenient")
+
+
+def test_point_iou_under_both_rules_by_hand():
+    target = np.array([0, 0, 1, 9, 255, 255])  # 9: a label outside the classes, 255: ignored
+    pred = np.array([0, 2, 1, 1, 2, NO_CLASS_ID])
+    official = PointIoU(4, ignore_index=255)
+    strict = PointIoU(4, ignore_index=255, absent="strict")
+    for m in (official, strict):
+        m.update(pred[:3], target[:3])  # accumulated over two "frames"
+        m.update(pred[3:], target[3:])
+    # class 0: tp 1, fn 1 -> 1/2; class 1: tp 1, fp 1 (on the label-9 point) -> 1/2;
+    # class 2: predicted once (on a class-0 point), absent from GT; class 3: nowhere.
+    o, s = official.compute(), strict.compute()
+    assert o.iou == pytest.approx([1 / 2, 1 / 2, 1.0, 1.0])
+    assert o.miou == pytest.approx(3 / 4)
+    assert s.iou[:3] == pytest.approx([1 / 2, 1 / 2, 0.0]) and math.isnan(s.iou[3])
+    assert s.miou == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="predictions for"):
+        official.update(np.zeros(2), np.zeros(3))
