@@ -251,3 +251,78 @@ def test_collate_pads_with_self_neighbours(nusc_scan):
     assert (feats[0, :, small.num_points :] == 0).all()
     pad = np.arange(small.num_points, n)
     assert (neigh[0, pad] == pad[:, None]).all()
+
+
+def _official_preprocess(points: np.ndarray, cfg: PreprocessConfig, k: int = 16):
+    """The official ScaLR eval-phase pipeline, written out step by step as the official code does
+    it (features on the whole float32 scan, `np.unique(axis=0)` voxels, crop, cells, kNN k+1,
+    upsampling query of every input point)."""
+    pc_orig = np.asarray(points[:, :4], dtype=np.float32)
+    intensity = (pc_orig[:, 3:] - cfg.intensity_mean) / cfg.intensity_std
+    radius = np.linalg.norm(pc_orig[:, :3], axis=1, keepdims=True)
+    pc_orig = np.concatenate([pc_orig[:, :3], intensity, pc_orig[:, :3], radius], 1)
+    shift = pc_orig[:, :3] - pc_orig[:, :3].min(0, keepdims=True)
+    _, vox = np.unique((shift / cfg.voxel_size).astype("int"), return_index=True, axis=0)
+    pc = pc_orig[vox]
+    where = np.ones(len(pc), dtype=bool)
+    for i in range(3):
+        where &= (pc[:, i] > cfg.fov_min[i] + cfg.crop_eps) & (
+            pc[:, i] < cfg.fov_max[i] - cfg.crop_eps
+        )
+    kept, pc = vox[where], pc[where]
+    tree = cKDTree(pc[:, :3])
+    _, neighbors = tree.query(pc[:, :3], k=k + 1)
+    _, upsample = tree.query(pc_orig[:, :3], k=1)
+    return kept, pc[:, 3:].T, cell_indices(pc[:, :3], cfg), neighbors[:, 1:], upsample
+
+
+@pytest.mark.parametrize("frame", ["nuscenes_frame", "kitti_frame"])
+def test_identical_to_the_official_pipeline_on_real_scans(frame, request):
+    """Kept indices, their order, features, cells, neighbours and upsampling: bit-identical."""
+    points = request.getfixturevalue(frame).points
+    cfg = NUSC if frame == "nuscenes_frame" else KITTI
+    kept, feats, cells, neighbors, upsample = _official_preprocess(points, cfg)
+    scan = preprocess(points, cfg)
+    if frame == "nuscenes_frame":
+        assert (len(points), scan.num_points) == (34_688, 17_483)
+    np.testing.assert_array_equal(scan.kept_index, kept)
+    assert scan.feats.dtype == feats.dtype == np.float32
+    np.testing.assert_array_equal(scan.feats, feats)
+    np.testing.assert_array_equal(scan.cell_ind, cells)
+    np.testing.assert_array_equal(scan.neighbors, neighbors)
+    np.testing.assert_array_equal(scan.upsample_index, upsample)
+
+
+def test_one_absurd_point_changes_nothing_for_the_others(nuscenes_frame, nusc_scan):
+    """Issue 9.2: one finite point at -1e10 m used to shift the float32 voxel grid so far that
+    every real point fell into one voxel (one kept point, one label for the whole scan)."""
+    points = nuscenes_frame.points
+    for far in (-1e10, 1e10, 3e38, 1e6):
+        outlier = np.array([[far, far, far, 10.0, 0.0]], np.float32)
+        for at in (0, len(points)):
+            cloud = np.insert(points, at, outlier, axis=0)
+            scan = preprocess(cloud, NUSC)
+            others = np.delete(np.arange(len(cloud)), at)
+            np.testing.assert_array_equal(scan.kept_index, others[nusc_scan.kept_index])
+            np.testing.assert_array_equal(scan.feats, nusc_scan.feats)
+            np.testing.assert_array_equal(scan.cell_ind, nusc_scan.cell_ind)
+            np.testing.assert_array_equal(scan.neighbors, nusc_scan.neighbors)
+            np.testing.assert_array_equal(scan.upsample_index[others], nusc_scan.upsample_index)
+            assert 0 <= scan.upsample_index[at] < scan.num_points  # labelled by its nearest
+            assert not scan.valid[at]
+
+
+def test_points_within_max_coordinate_keep_the_official_grid(kitti_frame):
+    """A real but distant return (900 m) shifts the official grid; so it does here, bit for bit."""
+    far = np.array([[-900.0, 850.0, -20.0, 0.5]], np.float32)
+    points = np.concatenate([kitti_frame.points, far])
+    kept, feats, _, neighbors, upsample = _official_preprocess(points, KITTI)
+    scan = preprocess(points, KITTI)
+    np.testing.assert_array_equal(scan.kept_index, kept)
+    np.testing.assert_array_equal(scan.feats, feats)
+    np.testing.assert_array_equal(scan.neighbors, neighbors)
+    np.testing.assert_array_equal(scan.upsample_index, upsample)
+    with pytest.raises(PreprocessConfigError, match="max_coordinate"):
+        PreprocessConfig(max_coordinate=50.0)
+    with pytest.raises(PreprocessConfigError, match="max_coordinate"):
+        PreprocessConfig(max_coordinate=float("inf"))

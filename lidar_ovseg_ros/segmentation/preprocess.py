@@ -10,9 +10,21 @@ Steps and their official order (valeoai/ScaLR `datasets/pc_dataset.py`, eval pha
 5. kNN (k + 1 with cKDTree, first column = the point itself dropped);
 6. nearest kept point of every input point (nearest-neighbour upsampling).
 
-Beyond the official code: non-finite points are dropped first (and marked invalid), and clouds
-with <= k points after the crop still work (neighbour lists padded by repeating the farthest
-available neighbour, which leaves the max-pooled embedding unchanged; a lone point uses itself).
+Beyond the official code:
+- non-finite points are dropped first (and marked invalid);
+- points with a coordinate of magnitude >= `max_coordinate` (1 km by default, beyond the range of
+  any automotive LiDAR and far outside any crop) take no part in the voxel grid. The official grid
+  starts at the scan's float32 minimum, so one finite outlier at -1e10 m shifts every real point
+  by 1e10 m, where float32 cannot tell them apart: they all fell into one voxel and the whole scan
+  got one label. Such points could never be kept (they are outside the crop); they are still
+  labelled by their nearest kept point. On scans without them (every real scan) the computation
+  is the official one, bit for bit;
+- clouds with <= k points after the crop still work (neighbour lists padded by repeating the
+  farthest available neighbour, which leaves the max-pooled embedding unchanged; a lone point
+  uses itself);
+- memory: features are computed for the kept points only (they are per point, so the values are
+  the same), and the kNN / upsampling queries run in chunks of rows (same results, bounded
+  float64 temporaries).
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ __all__ = [
     "crop_mask",
     "input_features",
     "knn_neighbors",
+    "nearest_index",
     "preprocess",
     "voxel_subsample",
 ]
@@ -44,6 +57,8 @@ LUT_AXIS_PLANE = {0: (1, 2), 1: (0, 2), 2: (0, 1)}
 NUSCENES_INTENSITY = (18.742355, 22.04632)
 SEMANTICKITTI_INTENSITY = (0.28613698, 0.14090556)
 _SCALR_GRIDS = ((256, 256), (256, 32), (256, 32))
+QUERY_CHUNK = 65_536
+"""Rows per cKDTree query: bounds its float64 distance / index temporaries."""
 
 
 class PreprocessConfigError(ValueError):
@@ -58,6 +73,7 @@ class PreprocessConfig:
     fov_min: tuple[float, float, float] = (-64.0, -64.0, -8.0)
     fov_max: tuple[float, float, float] = (64.0, 64.0, 8.0)
     crop_eps: float = 1e-4
+    max_coordinate: float = 1000.0
     intensity_mean: float = NUSCENES_INTENSITY[0]
     intensity_std: float = NUSCENES_INTENSITY[1]
     num_neighbors: int = 16
@@ -83,6 +99,12 @@ class PreprocessConfig:
                 raise PreprocessConfigError(
                     f"PreprocessConfig.fov on axis {'xyz'[axis]}: min {lo} must be < max {hi}"
                 )
+        reach = max(abs(v) for v in (*self.fov_min, *self.fov_max))
+        if not (np.isfinite(self.max_coordinate) and self.max_coordinate > reach):
+            raise PreprocessConfigError(
+                "PreprocessConfig.max_coordinate must be finite and larger than the crop "
+                f"({reach} m), got {self.max_coordinate!r}"
+            )
         if not self.crop_eps >= 0:
             raise PreprocessConfigError(
                 f"PreprocessConfig.crop_eps must be >= 0, got {self.crop_eps}"
@@ -226,22 +248,27 @@ def input_features(points: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
 def voxel_subsample(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
     """Row indices of the first point of every voxel, in sorted voxel-coordinate order.
 
-    Same result as the official `np.unique((xyz - xyz.min(0)) / v).astype(int), axis=0,
-    return_index=True)`, computed on one int64 key per point (lexicographic order = key order
-    for non-negative coordinates) which is several times faster.
+    Same result as the official `np.unique(((xyz - xyz.min(0)) / v).astype(int), axis=0,
+    return_index=True)` (same float32 operations per coordinate), computed on one int64 key per
+    point (lexicographic order = key order for non-negative coordinates), axis by axis, which is
+    several times faster and needs no [N, 3] int64 array.
     """
     n = xyz.shape[0]
     if voxel_size <= 0 or n == 0:
         return np.arange(n, dtype=np.int64)
-    shift = xyz - xyz.min(0, keepdims=True)
-    coords = (shift / voxel_size).astype(np.int64)
-    span = coords.max(0).astype(np.float64) + 1.0
-    if float(np.prod(span)) < 2.0**62:
-        sy, sz = int(span[1]), int(span[2])
-        key = (coords[:, 0] * sy + coords[:, 1]) * sz + coords[:, 2]
+    low = xyz.min(0)
+    coords = [((xyz[:, axis] - low[axis]) / voxel_size).astype(np.int64) for axis in range(3)]
+    span = [float(c.max()) + 1.0 for c in coords]
+    if span[0] * span[1] * span[2] < 2.0**62:
+        key = coords[0]
+        key *= int(span[1])
+        key += coords[1]
+        key *= int(span[2])
+        key += coords[2]
+        del coords
         _, index = np.unique(key, return_index=True)
-    else:  # absurd extents: fall back to the official row-wise unique
-        _, index = np.unique(coords, return_index=True, axis=0)
+    else:  # absurd extents (a tiny voxel_size): fall back to the official row-wise unique
+        _, index = np.unique(np.stack(coords, axis=1), return_index=True, axis=0)
     return index.astype(np.int64)
 
 
@@ -277,19 +304,39 @@ def knn_neighbors(tree: cKDTree | None, xyz: np.ndarray, k: int, workers: int = 
     """[M, k] indices of the k nearest other points (official: query k + 1, drop column 0).
 
     With fewer than k + 1 points the list is padded by repeating the farthest neighbour found
-    (max pooling over neighbours ignores repeats); a single point is its own neighbour.
+    (max pooling over neighbours ignores repeats); a single point is its own neighbour. The query
+    runs `QUERY_CHUNK` rows at a time (each row's answer does not depend on the others).
     """
     m = xyz.shape[0]
-    if m == 0:
-        return np.zeros((0, k), dtype=np.int64)
-    if m == 1:
-        return np.zeros((1, k), dtype=np.int64)
+    if m <= 1:
+        return np.zeros((m, k), dtype=np.int64)
     tree = cKDTree(xyz) if tree is None else tree
-    _, ind = tree.query(xyz, k=min(k + 1, m), workers=workers)
-    ind = ind[:, 1:].astype(np.int64)
-    if ind.shape[1] < k:
-        ind = np.concatenate([ind, np.repeat(ind[:, -1:], k - ind.shape[1], axis=1)], axis=1)
-    return ind
+    found = min(k + 1, m) - 1
+    out = np.empty((m, k), dtype=np.int64)
+    for start in range(0, m, QUERY_CHUNK):
+        stop = min(start + QUERY_CHUNK, m)
+        _, ind = tree.query(xyz[start:stop], k=found + 1, workers=workers)
+        out[start:stop, :found] = ind[:, 1:]
+    if found < k:
+        out[:, found:] = out[:, found - 1 : found]
+    return out
+
+
+def nearest_index(tree: cKDTree, xyz: np.ndarray, workers: int = -1) -> np.ndarray:
+    """[N] int64 row of the nearest tree point of every row of `xyz`, `QUERY_CHUNK` at a time."""
+    out = np.empty(xyz.shape[0], dtype=np.int64)
+    for start in range(0, xyz.shape[0], QUERY_CHUNK):
+        stop = min(start + QUERY_CHUNK, xyz.shape[0])
+        _, out[start:stop] = tree.query(xyz[start:stop], k=1, workers=workers)
+    return out
+
+
+def _rows_on_grid(xyz: np.ndarray, limit: float) -> np.ndarray | None:
+    """Rows whose coordinates are all below `limit` in magnitude; None when all of them are."""
+    ok = np.abs(xyz[:, 0]) < limit
+    ok &= np.abs(xyz[:, 1]) < limit
+    ok &= np.abs(xyz[:, 2]) < limit
+    return None if ok.all() else np.flatnonzero(ok)
 
 
 def preprocess(points: np.ndarray, cfg: PreprocessConfig, workers: int = -1) -> PreparedScan:
@@ -305,39 +352,53 @@ def preprocess(points: np.ndarray, cfg: PreprocessConfig, workers: int = -1) -> 
     pts = np.ascontiguousarray(points[:, :4], dtype=np.float32)
     n = pts.shape[0]
     finite = np.isfinite(pts).all(axis=1)
-    finite_index = np.flatnonzero(finite)
-    all_finite = finite_index.shape[0] == n
-    pts_f = pts if all_finite else pts[finite_index]
+    finite_index = None if finite.all() else np.flatnonzero(finite)
+    pts_f = pts if finite_index is None else pts[finite_index]
+    del finite
 
-    feats_all = input_features(pts_f, cfg)
-    vox = voxel_subsample(pts_f[:, :3], cfg.voxel_size)
-    kept_local = vox[crop_mask(pts_f[vox, :3], cfg)]
-    xyz_kept = pts_f[kept_local, :3]
-    feats = np.ascontiguousarray(feats_all[kept_local].T)
+    # Voxels on the points with sane coordinates (all of them on real scans), then the crop.
+    on_grid = _rows_on_grid(pts_f, cfg.max_coordinate)
+    grid_pts = pts_f if on_grid is None else pts_f[on_grid]
+    vox = voxel_subsample(grid_pts[:, :3], cfg.voxel_size)
+    vox = vox[crop_mask(grid_pts[vox, :3], cfg)]
+    kept_local = vox if on_grid is None else on_grid[vox]  # rows of pts_f
+    del grid_pts, on_grid, vox
+    kept_pts = pts_f[kept_local]
+    xyz_kept = kept_pts[:, :3]
+    feats = np.ascontiguousarray(input_features(kept_pts, cfg).T)
     cell_ind = cell_indices(xyz_kept, cfg)
-    kept_index = kept_local if all_finite else finite_index[kept_local]
-    valid = np.zeros(n, dtype=bool)
-    valid[finite_index] = crop_mask(pts_f[:, :3], cfg)
+    kept_index = kept_local if finite_index is None else finite_index[kept_local]
+    del kept_local
+    valid = crop_mask(pts_f[:, :3], cfg)
+    if finite_index is not None:
+        valid_all = np.zeros(n, dtype=bool)
+        valid_all[finite_index] = valid
+        valid = valid_all
     t1 = time.perf_counter()
 
     m = xyz_kept.shape[0]
-    upsample_index = np.full(n, -1, dtype=np.int64)
     tree = cKDTree(xyz_kept) if m > 1 else None
     neighbors = knn_neighbors(tree, xyz_kept, cfg.num_neighbors, workers)
-    if m == 1:
-        upsample_index[finite_index] = 0
-    elif m > 1:
-        _, up = tree.query(pts_f[:, :3], k=1, workers=workers)
-        upsample_index[finite_index] = up
-    else:
+    if m == 0:
+        upsample = np.full(pts_f.shape[0], -1, dtype=np.int64)
         valid[:] = False  # nothing kept: no point can get a feature
+    elif m == 1:
+        upsample = np.zeros(pts_f.shape[0], dtype=np.int64)
+    else:
+        upsample = nearest_index(tree, pts_f[:, :3], workers)
+    del tree
+    if finite_index is None:
+        upsample_index = upsample
+    else:
+        upsample_index = np.full(n, -1, dtype=np.int64)
+        upsample_index[finite_index] = upsample
     t2 = time.perf_counter()
 
     return PreparedScan(
         feats=feats,
         cell_ind=cell_ind,
         neighbors=neighbors,
-        kept_index=kept_index.astype(np.int64),
+        kept_index=kept_index.astype(np.int64, copy=False),
         upsample_index=upsample_index,
         valid=valid,
         timings={"preprocess": t1 - t0, "knn": t2 - t1},
