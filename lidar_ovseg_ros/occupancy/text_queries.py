@@ -5,6 +5,23 @@ as the 85-template ensemble (each prompt embedding L2-normalised, averaged, reno
 class is a list of sub-names, and its score is the maximum over its sub-names. Free-text
 grounding queries use the same ensemble. Embeddings are cached per sub-name and per vocabulary,
 keyed by model id + templates (+ names), so a vocabulary change re-encodes only new names.
+
+Scores (`SCORES`):
+- "dot" (the official evaluation, `eval.py` `assign_labels_clip` without `--normalized-cosine`):
+  the raw dot product of the unnormalised voxel feature with each (unit-length) text embedding.
+  Unbounded; it grows with the feature's norm, so a `min_score` threshold is in those units.
+- "cosine": both sides L2-normalised, in [-1, 1]; a `min_score` is a cosine similarity.
+The class is the same under both (the feature's norm does not change the argmax); the class
+score is the maximum over its sub-names either way.
+
+A prompt that tokenises to more than CLIP's 77 tokens (start and end tokens included) is refused
+with a `TextQueryError` naming it, as the official `clip.tokenize` does; nothing is truncated.
+
+`load_official_text_embeddings` reads POP-3D's precomputed `zeroshot_weights.pth`
+(`MaskCLIP/tools/maskclip_utils/prompt_engineering.py --multiple-names`: a tuple
+`(weights [512, 102], cls2idx)`, weights the 85-template ensembles of OpenAI CLIP ViT-B/16 for
+the 102 sub-names, columns in `NUSCENES_SUBCATEGORIES` order, `cls2idx` the raw nuScenes lidarseg
+index of each column), so the official figures need no text model.
 """
 
 from __future__ import annotations
@@ -20,6 +37,11 @@ import torch
 import torch.nn.functional as F
 
 CLIP_MODEL_ID = "openai/clip-vit-base-patch16"
+
+SCORES = ("dot", "cosine")
+"""How a feature is scored against a text embedding (see the module docstring)."""
+
+CLIP_CONTEXT_LENGTH = 77
 
 # The 80 ImageNet prompt templates of CLIP plus the 5 scene templates used by MaskCLIP / POP-3D
 # (MaskCLIP/tools/maskclip_utils/prompt_engineering.py), in the official order.
@@ -196,6 +218,12 @@ class TextQueryError(ValueError):
     """A class list or query is malformed; the message names the bad entry."""
 
 
+def check_score(score: str) -> str:
+    if score not in SCORES:
+        raise TextQueryError(f"score must be one of {list(SCORES)}, got {score!r}")
+    return score
+
+
 def _validate_classes(classes: Sequence[ClassSpec]) -> tuple[tuple[str, tuple[str, ...]], ...]:
     if not classes:
         raise TextQueryError("the vocabulary is empty: give at least one (name, sub-names) class")
@@ -241,17 +269,142 @@ class EncodedVocabulary:
             self.class_index.to(device),
         )
 
-    def sub_name_scores(self, features: torch.Tensor) -> torch.Tensor:
-        """Cosine similarity of features [N, D] to every sub-name: [N, S]."""
-        feats = F.normalize(features.to(self.embeddings.dtype), dim=-1)
-        return feats @ self.embeddings.to(feats.device).T
+    def sub_name_scores(self, features: torch.Tensor, score: str = "cosine") -> torch.Tensor:
+        """Scores of features [N, D] against every sub-name, [N, S]: "cosine" (both sides
+        normalised) or "dot" (the raw features against the embeddings as stored)."""
+        emb = self.embeddings
+        feats = features.to(emb.dtype)
+        if check_score(score) == "cosine":
+            feats = F.normalize(feats, dim=-1)
+            emb = F.normalize(emb, dim=-1)
+        return feats @ emb.to(feats.device).T
 
-    def scores(self, features: torch.Tensor) -> torch.Tensor:
-        """Class scores [N, K]: the maximum cosine similarity over each class's sub-names."""
-        sub = self.sub_name_scores(features)
+    def scores(self, features: torch.Tensor, score: str = "cosine") -> torch.Tensor:
+        """Class scores [N, K]: the maximum over each class's sub-names (see `sub_name_scores`)."""
+        sub = self.sub_name_scores(features, score)
         out = sub.new_full((sub.shape[0], self.num_classes), float("-inf"))
         index = self.class_index.to(sub.device).expand_as(sub)
         return out.scatter_reduce(1, index, sub, reduce="amax", include_self=True)
+
+
+def official_sub_name_table() -> tuple[tuple[str, int], ...]:
+    """(sub-name, raw nuScenes lidarseg index) of the 102 columns of `zeroshot_weights.pth`, in
+    order: the official `cls2idx` is the raw index of each column."""
+    return tuple(
+        (name, raw) for raw, names in enumerate(NUSCENES_SUBCATEGORIES.values()) for name in names
+    )
+
+
+def load_official_text_embeddings(path: str | Path, feature_dim: int = 512) -> EncodedVocabulary:
+    """POP-3D's `zeroshot_weights.pth` -> the 16 nuScenes classes with their sub-name embeddings.
+
+    The file is `(weights, cls2idx)`: weights [D, S] (or [S, D]; the official loader transposes
+    when the first dimension is the embedding size), cls2idx S raw nuScenes lidarseg indices.
+    As in the official evaluation, each column takes the class `NUSCENES_RAW_TO_16` gives its
+    raw index, and columns of ignored categories (16-class label 0) are dropped (74 of 102 stay).
+    Embeddings are kept as stored (float32), not renormalised. Loaded with `weights_only=True`;
+    a file of another layout raises `TextQueryError` saying what is wrong.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(2, "text embeddings file not found", str(path))
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    where = f"{path}"
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise TextQueryError(
+            f"{where}: expected the official (weights, cls2idx) pair, got {type(data).__name__}"
+        )
+    weights, cls2idx = data
+    if not isinstance(weights, torch.Tensor) or weights.dim() != 2:
+        raise TextQueryError(f"{where}: weights must be a 2-D tensor")
+    idx = torch.as_tensor(cls2idx).reshape(-1).tolist()
+    if weights.shape[0] == feature_dim:
+        weights = weights.T
+    if weights.shape[1] != feature_dim:
+        raise TextQueryError(
+            f"{where}: weights {tuple(data[0].shape)} have no {feature_dim}-dim axis "
+            f"(the network predicts {feature_dim}-dim features)"
+        )
+    if weights.shape[0] != len(idx):
+        raise TextQueryError(
+            f"{where}: {weights.shape[0]} embeddings but {len(idx)} class indices (cls2idx)"
+        )
+    raw_names = list(NUSCENES_SUBCATEGORIES)
+    if any(not isinstance(i, int) or not 0 <= i < len(raw_names) for i in idx):
+        raise TextQueryError(f"{where}: cls2idx must hold raw nuScenes indices 0..31")
+    if not torch.isfinite(weights).all():
+        raise TextQueryError(f"{where}: weights are not all finite")
+    table = official_sub_name_table()
+    official_order = [raw for _, raw in table] == idx
+    keep, sub_names, class_index = [], [], []
+    seen: dict[int, int] = {}
+    for col, raw in enumerate(idx):
+        label = NUSCENES_RAW_TO_16[raw_names[raw]]
+        k = seen.get(raw, 0)
+        seen[raw] = k + 1
+        if not label:
+            continue
+        keep.append(col)
+        subs = NUSCENES_SUBCATEGORIES[raw_names[raw]]
+        named = official_order or k < len(subs)
+        sub_names.append(subs[k] if named else f"{raw_names[raw]}#{k}")
+        class_index.append(label - 1)
+    if not keep:
+        raise TextQueryError(f"{where}: no column maps to a nuScenes evaluation class")
+    return EncodedVocabulary(
+        class_names=NUSCENES16_CLASSES,
+        sub_names=tuple(sub_names),
+        embeddings=weights[keep].float().contiguous(),
+        class_index=torch.tensor(class_index, dtype=torch.long),
+    )
+
+
+@dataclass(frozen=True)
+class EmbeddingComparison:
+    """Official vs. project text embeddings of the same (class, sub-name) pairs."""
+
+    matched: int
+    min_cosine: float
+    mean_cosine: float
+    max_abs_diff: float
+    worst: str  # "class/sub-name" of the lowest cosine
+
+    def line(self) -> str:
+        return (
+            f"text embeddings, official file vs project ensemble: {self.matched} sub-names, "
+            f"cosine mean {self.mean_cosine:.6f} min {self.min_cosine:.6f} ({self.worst}), "
+            f"max |diff| {self.max_abs_diff:.2e}"
+        )
+
+
+def compare_embeddings(official: EncodedVocabulary, ours: EncodedVocabulary) -> EmbeddingComparison:
+    """Match (class, sub-name) pairs of two encoded vocabularies and compare their vectors."""
+
+    def keyed(v: EncodedVocabulary) -> dict[tuple[str, str], torch.Tensor]:
+        out: dict[tuple[str, str], torch.Tensor] = {}
+        for s, c, e in zip(v.sub_names, v.class_index.tolist(), v.embeddings, strict=True):
+            out.setdefault((v.class_names[c], s), e)
+        return out
+
+    a, b = keyed(official), keyed(ours)
+    common = [k for k in a if k in b]
+    if not common:
+        raise TextQueryError("the two vocabularies share no (class, sub-name) pair")
+    if a[common[0]].shape != b[common[0]].shape:
+        raise TextQueryError(
+            f"embedding sizes differ: {tuple(a[common[0]].shape)} vs {tuple(b[common[0]].shape)}"
+        )
+    x = torch.stack([a[k].float().cpu() for k in common])
+    y = torch.stack([b[k].float().cpu() for k in common])
+    cos = F.cosine_similarity(x, y, dim=-1)
+    worst = int(cos.argmin())
+    return EmbeddingComparison(
+        matched=len(common),
+        min_cosine=float(cos.min()),
+        mean_cosine=float(cos.mean()),
+        max_abs_diff=float((x - y).abs().max()),
+        worst="/".join(common[worst]),
+    )
 
 
 class TextQueryEncoder:
@@ -305,18 +458,39 @@ class TextQueryEncoder:
     def embed_dim(self) -> int:
         return int(self.model.config.projection_dim)
 
+    def check_prompts(self, names: Sequence[str]) -> None:
+        """Refuse any name whose templated prompt is longer than the text model's context
+        (77 tokens for CLIP, start/end included), naming it: the official `clip.tokenize`
+        refuses such prompts, and truncating them would silently change the class."""
+        limit = self.max_length
+        for name in dict.fromkeys(names):
+            sentences = [t.format(name) for t in self.templates]
+            lengths = [len(ids) for ids in self.tokenizer(sentences)["input_ids"]]
+            worst = int(np.argmax(lengths))
+            if lengths[worst] > limit:
+                raise TextQueryError(
+                    f"prompt {name!r} is too long: {sentences[worst]!r} is {lengths[worst]} "
+                    f"tokens, the text model takes at most {limit}; shorten it"
+                )
+
     @torch.no_grad()
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """L2-normalised projected embeddings of raw sentences, [N, D] on `self.device`."""
+        """L2-normalised projected embeddings of raw sentences, [N, D] on `self.device`.
+        A sentence longer than the context raises `TextQueryError` (never truncated)."""
         outs = []
         for i in range(0, len(texts), self.batch_size):
+            batch = list(texts[i : i + self.batch_size])
             tok = self.tokenizer(
-                list(texts[i : i + self.batch_size]),
+                batch,
                 padding="longest",  # causal attention: padding after EOS changes nothing
-                truncation=True,
-                max_length=self.max_length,
+                truncation=False,
                 return_tensors="pt",
             )
+            if tok["input_ids"].shape[1] > self.max_length:
+                long = [t for t in batch if len(self.tokenizer(t)["input_ids"]) > self.max_length]
+                raise TextQueryError(
+                    f"prompt {long[0]!r} is longer than the text model's {self.max_length} tokens"
+                )
             tok = {k: v.to(self.device) for k, v in tok.items()}
             emb = self.model(**tok).text_embeds
             outs.append(F.normalize(emb.float(), dim=-1))
@@ -332,6 +506,7 @@ class TextQueryEncoder:
         """Template-ensembled embeddings [len(names), D], through the caches."""
         todo = [n for n in dict.fromkeys(names) if n not in self._name_cache]
         self.stats["name_cache_hits"] += len(set(names)) - len(todo)
+        self.check_prompts(todo)  # before anything is encoded or read from disk
         remaining = []
         for n in todo:
             path = self._disk_path(n)
