@@ -1,0 +1,1 @@
+"""3D-AVS auto-vocabulary: captioners (SMAP + ClipCap, image captioner) -> tags -> vocabulary."""
