@@ -5,6 +5,13 @@ each plane lacks (after an optional bilinear upsampling of the planes by `scale_
 heads read it: occupancy (`decoder` + `classifier`: 256->512, Softplus, 512->256, then ->2) and
 language (`decoder_ft` + `classifier_ft`: 256->1024, Softplus, 1024->1024, then ->512 CLIP dims).
 The voxel grid is indexed [x, y, z] = [w, h, z] as in the official code.
+
+Points branch (official `features`/`points_input` branches of `TPVAggregator.forward`): a point
+given as continuous voxel-index coordinates (x, y, z) (the official `Voxelize`: clipped into the
+volume, minus the minimum corner, divided by the voxel size, not floored) is normalised to
+[-1, 1] by the plane sizes and each plane is sampled there with `F.grid_sample` (bilinear, zero
+padding, align_corners=False: the official defaults): hw at (x, y), zh at (y, z), wz at (z, x).
+The point's feature is the sum of the three samples; the same heads read it.
 """
 
 from __future__ import annotations
@@ -92,6 +99,25 @@ class TPVAggregator(nn.Module):
             + wz.unsqueeze(3)
         )
         return fused.permute(0, 2, 3, 4, 1)
+
+    def point_features(
+        self, tpv_list: Sequence[torch.Tensor], points: torch.Tensor
+    ) -> torch.Tensor:
+        """Summed plane features at points [B, N, 3] (continuous voxel-index coordinates x, y,
+        z as the official `Voxelize` gives them) -> [B, N, C]."""
+        hw, zh, wz = self.planes(tpv_list)
+        bs = hw.shape[0]
+        if points.dim() != 3 or points.shape[0] != bs or points.shape[2] != 3:
+            raise ValueError(f"points must be [{bs}, N, 3], got {tuple(points.shape)}")
+        n = points.shape[1]
+        pts = points.detach().clone().reshape(bs, 1, n, 3).float()
+        pts[..., 0] = pts[..., 0] / (self.tpv_w * self.scale_w) * 2 - 1
+        pts[..., 1] = pts[..., 1] / (self.tpv_h * self.scale_h) * 2 - 1
+        pts[..., 2] = pts[..., 2] / (self.tpv_z * self.scale_z) * 2 - 1
+        hw_pts = F.grid_sample(hw, pts[:, :, :, [0, 1]], align_corners=False).squeeze(2)
+        zh_pts = F.grid_sample(zh, pts[:, :, :, [1, 2]], align_corners=False).squeeze(2)
+        wz_pts = F.grid_sample(wz, pts[:, :, :, [2, 0]], align_corners=False).squeeze(2)
+        return (hw_pts + zh_pts + wz_pts).permute(0, 2, 1)
 
     def occupancy(self, voxel_feats: torch.Tensor) -> torch.Tensor:
         """[..., C] -> occupancy logits [..., nbr_classes] (index 1 = occupied)."""

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -110,6 +111,22 @@ class Pop3DConfig:
 
     def replace(self, **changes) -> Pop3DConfig:
         return dataclasses.replace(self, **changes)
+
+    def voxelize_points(self, xyz: np.ndarray) -> np.ndarray:
+        """Continuous voxel-index coordinates [N, 3] (float64) of LiDAR points, as the official
+        `Voxelize`: clipped into [min, max - 1e-3], minus min, divided by the voxel interval.
+        The official intervals divide the range by `grid_size = [tpv_h * scale_h, tpv_w *
+        scale_w, tpv_z * scale_z]` in that order (the same as (X, Y, Z) whenever tpv_h == tpv_w,
+        as in every official configuration)."""
+        xyz = np.asarray(xyz, np.float64)
+        if xyz.ndim != 2 or xyz.shape[1] < 3:
+            raise ValueError(f"points must be [N, 3+], got {xyz.shape}")
+        lo = np.asarray(self.pc_range[:3], np.float64)
+        hi = np.asarray(self.pc_range[3:], np.float64)
+        grid = np.asarray(
+            [self.tpv_h * self.scale_h, self.tpv_w * self.scale_w, self.tpv_z * self.scale_z]
+        )
+        return (np.clip(xyz[:, :3], lo, hi - 1e-3) - lo) / ((hi - lo) / grid)
 
     @property
     def grid_size(self) -> tuple[int, int, int]:
