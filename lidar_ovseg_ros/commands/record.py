@@ -1,7 +1,7 @@
 """`lidar-ovseg record`: record topics into an MCAP (or sqlite3) rosbag2 bag with rclpy.
 
 Only the argument parser lives here (no rclpy import); the work is
-`lidar_ovseg_ros.nodes.bag_tools.run_record`. With a full ROS 2 install `ros2 bag record` does the
+`lidar_ovseg_ros.bags.rclpy_tools.run_record`. With a full ROS 2 install `ros2 bag record` does the
 same.
 """
 
@@ -43,6 +43,6 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lidar_ovseg_ros.nodes.bag_tools import run_record
+    from lidar_ovseg_ros.bags.rclpy_tools import run_record
 
     return run_record(args)

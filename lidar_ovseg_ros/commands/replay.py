@@ -1,7 +1,7 @@
 """`lidar-ovseg replay`: publish a rosbag2 bag over DDS with rclpy (for hosts without rosbag2).
 
 Only the argument parser lives here (no rclpy import, so `lidar-ovseg --help` stays fast); the
-work is `lidar_ovseg_ros.nodes.bag_tools.run_replay`. With a full ROS 2 install prefer
+work is `lidar_ovseg_ros.bags.rclpy_tools.run_replay`. With a full ROS 2 install prefer
 `ros2 bag play BAG --clock`, which also plays types this venv lacks (tf2_msgs).
 """
 
@@ -50,6 +50,6 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lidar_ovseg_ros.nodes.bag_tools import run_replay
+    from lidar_ovseg_ros.bags.rclpy_tools import run_replay
 
     return run_replay(args)

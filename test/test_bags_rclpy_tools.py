@@ -1,4 +1,4 @@
-"""Bag replay and recording over real DDS (rclpy), the CLI entry points, the replay launch file."""
+"""lidar_ovseg_ros.bags.rclpy_tools: bag replay and recording over real DDS, via the CLI too."""
 
 import ast
 import itertools
@@ -24,7 +24,7 @@ from lidar_ovseg_ros.bags import (
     read_bag_messages,
     write_demo_bag,
 )
-from lidar_ovseg_ros.nodes.bag_tools import (
+from lidar_ovseg_ros.bags.rclpy_tools import (
     BagPlayer,
     BagRecorder,
     PlayOptions,
@@ -208,17 +208,19 @@ def _demo(tmp_path: Path) -> Path:
 def test_record_and_replay_cli_exit_cleanly_on_signals(ros, node_process, tmp_path, nuscenes_frame):
     bag = _demo(tmp_path)
     out = tmp_path / "cli_record.mcap"
-    tools = "lidar_ovseg_ros.nodes.bag_tools"  # same handlers as `lidar-ovseg`, no torch import
-    recorder = node_process(["-m", tools, "record", str(out), "--topics", DEMO_LIDAR_TOPIC])
+    cli = "lidar_ovseg_ros.cli"  # what the `lidar-ovseg` console script runs
+    recorder = node_process(["-m", cli, "record", str(out), "--topics", DEMO_LIDAR_TOPIC])
     seen = []
     listener = ros.make_node("cli_listener")
     listener.create_subscription(PointCloud2, DEMO_LIDAR_TOPIC, seen.append, RELIABLE)
     # Wait for the recorder to be up (its node is on the graph) before the player starts.
     assert wait_for(lambda: "bag_recorder" in listener.get_node_names(), 30)
     player = node_process(
-        ["-m", tools, "replay", str(bag), "--loop", "--rate", "3", "--wait-for-subscribers", "2"]
+        ["-m", cli, "replay", str(bag), "--loop", "--rate", "3", "--wait-for-subscribers", "2"]
     )
-    assert wait_for(lambda: len(seen) >= 4, 40)  # more than the bag holds: it loops
+    # More than the bag holds (it loops); two spare messages so the recorder, which receives
+    # in another process, has its 4th before the signal.
+    assert wait_for(lambda: len(seen) >= 6, 40)
     player.send_signal(signal.SIGINT)
     recorder.send_signal(signal.SIGTERM)  # docker stop / systemd: the bag must still be closed
     assert player.wait(20) == 0
@@ -236,12 +238,16 @@ def test_record_and_replay_cli_exit_cleanly_on_signals(ros, node_process, tmp_pa
 
 
 def test_replay_cli_runs_to_the_end_and_reports_bad_input(node_process, tmp_path, capsys):
-    from lidar_ovseg_ros.nodes.bag_tools import record_main, replay_main
+    from lidar_ovseg_ros.cli import main
+
+    def replay_main(argv: list[str]) -> int:
+        return main(["replay", *argv])
+
+    def record_main(argv: list[str]) -> int:
+        return main(["record", *argv])
 
     bag = _demo(tmp_path)
-    proc = node_process(
-        ["-m", "lidar_ovseg_ros.nodes.bag_tools", "replay", str(bag), "--rate", "4", "--clock"]
-    )
+    proc = node_process(["-m", "lidar_ovseg_ros.cli", "replay", str(bag), "--rate", "4", "--clock"])
     assert proc.wait(30) == 0  # no --loop: exits by itself once the bag is played
     assert replay_main([str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -266,9 +272,9 @@ def test_cli_registers_the_bag_commands(tmp_path, capsys):
 
 def test_message_class_and_option_checks():
     from lidar_ovseg_ros.bags import STORAGES
+    from lidar_ovseg_ros.bags.rclpy_tools import RELIABILITY
     from lidar_ovseg_ros.commands.record import STORAGE_CHOICES
     from lidar_ovseg_ros.commands.replay import RELIABILITY_CHOICES
-    from lidar_ovseg_ros.nodes.bag_tools import RELIABILITY
 
     assert set(RELIABILITY_CHOICES) == set(RELIABILITY)
     assert set(STORAGE_CHOICES) == set(STORAGES)

@@ -1,10 +1,12 @@
-"""Bag replay and recording with rclpy, for machines without rosbag2 (`ros2 bag` is preferred).
+"""Bag replay and recording over DDS with rclpy, for machines without rosbag2 (`ros2 bag` is
+preferred where it is installed). The only module of `lidar_ovseg_ros.bags` that imports rclpy:
+import it lazily (the `replay` / `record` commands do, inside their handlers).
 
 `BagPlayer` publishes a bag's raw CDR bytes with the recorded timing (like `ros2 bag play`):
 rclpy's `Publisher.publish(bytes)` sends serialized data as is, but creating the publisher still
 needs the message's Python type support, so topics whose package is not installed (tf2_msgs in
 the PyPI venv: the demo bag's /tf_static) are skipped with a warning. `BagRecorder` subscribes
-with `raw=True` and hands the bytes to `lidar_ovseg_ros.bags.BagWriter`.
+with `raw=True` and hands the bytes to `lidar_ovseg_ros.bags.storage.BagWriter`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 
-from lidar_ovseg_ros.bags import (
+from .storage import (
     BagError,
     BagInfo,
     BagWriter,
@@ -37,20 +39,13 @@ from lidar_ovseg_ros.bags import (
     read_bag_info,
     read_bag_messages,
 )
-from lidar_ovseg_ros.commands import record as record_command
-from lidar_ovseg_ros.commands import replay as replay_command
 
 __all__ = [
     "BagPlayer",
     "BagRecorder",
     "PlayOptions",
-    "add_record_parser",
-    "add_replay_parser",
-    "main",
     "message_class",
     "parse_remaps",
-    "record_main",
-    "replay_main",
     "run_record",
     "run_replay",
 ]
@@ -414,18 +409,8 @@ class BagRecorder(Node):
 
 
 # --------------------------------------------------------------------------------------------
-# Command line: `lidar-ovseg replay ...` / `lidar-ovseg record ...`
+# Runners of `lidar-ovseg replay ...` / `lidar-ovseg record ...` (the parsers are the commands')
 # --------------------------------------------------------------------------------------------
-
-
-def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register `replay` on an argparse subparsers object; `args.handler(args)` runs it."""
-    return replay_command.register(subparsers)
-
-
-def add_record_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register `record` on an argparse subparsers object; `args.handler(args)` runs it."""
-    return record_command.register(subparsers)
 
 
 @contextlib.contextmanager
@@ -575,31 +560,3 @@ def _record(args: argparse.Namespace) -> int:
             print(f"wrote {recorder.path}: {recorder.message_counts}", flush=True)
         _shutdown(context, executor, recorder)
     return code
-
-
-def replay_main(argv: Sequence[str] | None = None) -> int:
-    """`lidar-ovseg replay` as a standalone entry point."""
-    parser = replay_command.configure(argparse.ArgumentParser(prog="lidar-ovseg replay"))
-    args = parser.parse_args(argv)
-    return run_replay(args)
-
-
-def record_main(argv: Sequence[str] | None = None) -> int:
-    """`lidar-ovseg record` as a standalone entry point."""
-    parser = record_command.configure(argparse.ArgumentParser(prog="lidar-ovseg record"))
-    args = parser.parse_args(argv)
-    return run_record(args)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m lidar_ovseg_ros.nodes.bag_tools {replay,record} ...`."""
-    parser = argparse.ArgumentParser(prog="bag_tools")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_replay_parser(sub)
-    add_record_parser(sub)
-    args = parser.parse_args(argv)
-    return args.handler(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
