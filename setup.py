@@ -6,7 +6,9 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 PACKAGE = "lidar_ovseg_ros"
-HERE = Path(__file__).parent
+# colcon's --symlink-install runs a symlink to this file from build/<pkg>/: resolve it so the
+# requirements files are read from the source folder.
+HERE = Path(__file__).resolve().parent
 
 
 def _requirements(name: str) -> list[str]:
@@ -15,7 +17,9 @@ def _requirements(name: str) -> list[str]:
 
 
 def _share(subdir: str, pattern: str) -> tuple[str, list[str]]:
-    return (f"share/{PACKAGE}/{subdir}", sorted(glob(f"{subdir}/{pattern}")))
+    # Globbed in the source folder; the relative paths also resolve in colcon's build folder,
+    # where colcon symlinks every data file before running this script there.
+    return (f"share/{PACKAGE}/{subdir}", sorted(glob(f"{subdir}/{pattern}", root_dir=HERE)))
 
 
 setup(
@@ -44,7 +48,6 @@ setup(
     maintainer_email="lidar-ovseg@example.com",
     description="Open-vocabulary 3D semantics for ROS 2: IGLOSS LiDAR segmentation, POP-3D.",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "lidar_ovseg_node = lidar_ovseg_ros.nodes.lidar_ovseg_node:main",

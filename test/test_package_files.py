@@ -8,6 +8,8 @@ QoS that matches.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from dataclasses import fields
 
@@ -123,3 +125,41 @@ def test_setup_installs_launch_config_and_rviz_to_share(repo_root):
         assert folder in text
     cfg = (repo_root / "setup.cfg").read_text()
     assert "$base/lib/lidar_ovseg_ros" in cfg  # `ros2 run` looks there
+
+
+def _setup_keywords(repo_root) -> set[str]:
+    tree = ast.parse((repo_root / "setup.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    (call,) = [n for n in calls if getattr(n.func, "id", "") == "setup"]
+    return {k.arg for k in call.keywords}
+
+
+def test_setup_has_no_option_colcon_warns_about(repo_root):
+    # "Unknown distribution option: 'tests_require'" on every colcon build (setuptools >= 72).
+    assert "tests_require" not in _setup_keywords(repo_root)
+
+
+def test_setup_runs_from_a_symlink_like_colcon_symlink_install(repo_root, tmp_path):
+    """colcon --symlink-install symlinks setup.py, setup.cfg, the package and each data file into
+    build/<pkg>/ (not the requirements files) and runs setup.py there."""
+    build = tmp_path / "build" / "lidar_ovseg_ros"
+    build.mkdir(parents=True)
+    for item in ("setup.py", "setup.cfg", "package.xml", "resource", "launch", "config", "rviz"):
+        (build / item).symlink_to(repo_root / item)
+    (build / "lidar_ovseg_ros").symlink_to(repo_root / "lidar_ovseg_ros")
+    install = tmp_path / "install"
+    egg_info = ["egg_info", "--egg-base", str(tmp_path)]
+    res = subprocess.run(
+        [sys.executable, "setup.py", *egg_info, "install_data", "--install-dir", str(install)],
+        cwd=build,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Unknown distribution option" not in res.stderr
+    share = install / "share" / "lidar_ovseg_ros"
+    for rel in ("package.xml", "launch/lidar_ovseg.launch.py", "config/lidar_ovseg.yaml"):
+        assert (share / rel).is_file(), rel
+    requires = (tmp_path / "lidar_ovseg_ros.egg-info" / "requires.txt").read_text()
+    assert "torch" in requires  # requirements.txt was read from the source folder
