@@ -5,7 +5,15 @@ Preprocessing follows POP-3D's official loader: images in BGR order, caffe mean 
 way), zero-padded at the bottom/right to a multiple of 32, and `lidar2img = [K 0; 0 1] @
 lidar2cam` per camera; reference points are normalised by the padded size. Occupied voxels are
 those whose occupancy argmax is 1; each is labelled with the vocabulary class of highest score
-(maximum cosine similarity over the class's sub-names).
+(maximum over the class's sub-names). `score` picks how a feature meets a text embedding:
+"dot" (the official evaluation: raw dot product of the unnormalised feature) or "cosine" (both
+normalised, in [-1, 1]); `min_score` thresholds that score, so its units follow `score`.
+
+Camera labels on LiDAR points: given a LiDAR cloud (its frame = the calibrations' LiDAR frame),
+`predict(..., points=xyz)` samples the three TPV planes at every point (the official points
+branch, `TPVAggregator.point_features`, points voxelized as the official `Voxelize`: outside
+points are clipped onto the volume's border, as the official evaluation does), runs the language
+head on them and labels each point like a voxel; the official point mIoU is measured on these.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import torch.nn.functional as F
 
 from ..models.pop3d import Pop3DConfig, Pop3DNetwork, load_pop3d_weights
 from ..vocabulary import NO_CLASS_ID, Vocabulary
-from .text_queries import ClassSpec, EncodedVocabulary, TextQueryEncoder
+from .text_queries import ClassSpec, EncodedVocabulary, TextQueryEncoder, check_score
 
 STAGES = ("preprocess", "backbone", "neck", "encoder", "heads", "text", "labels", "total")
 
@@ -95,23 +103,31 @@ class OccupancyResult:
     indices: np.ndarray  # [M, 3] int64 voxel indices (x, y, z)
     centers: np.ndarray  # [M, 3] float32 voxel centres in metres
     labels: np.ndarray  # [M] uint16 class ids, NO_CLASS_ID below min_score / no vocabulary
-    scores: np.ndarray  # [M] float32 best class score (cosine similarity)
+    scores: np.ndarray  # [M] float32 best class score ("dot" or "cosine", see `score`)
     class_names: tuple[str, ...]
     voxel_size: tuple[float, float, float]
     pc_range: tuple[float, ...]
     features: torch.Tensor = field(repr=False)  # [M, D] L2-normalised language features
     query_encoder: Callable[[str], torch.Tensor] | None = field(default=None, repr=False)
+    score: str = "cosine"
+    feature_norms: torch.Tensor | None = field(default=None, repr=False)  # [M] before normalising
+    point_labels: np.ndarray | None = None  # [N] uint16 per LiDAR point, when points were given
+    point_scores: np.ndarray | None = None  # [N] float32
 
     @property
     def num_occupied(self) -> int:
         return int(self.indices.shape[0])
 
     def grounding(self, query: str) -> np.ndarray:
-        """Cosine similarity [M] of each occupied voxel to one free-text query."""
+        """Similarity [M] of each occupied voxel to one free-text query (the query embedding
+        normalised): cosine, or under score "dot" the raw feature's dot product."""
         if self.query_encoder is None:
             raise RuntimeError("this result has no text encoder attached for grounding")
         q = self.query_encoder(query).to(self.features.device, self.features.dtype)
-        return (self.features @ F.normalize(q, dim=-1)).float().cpu().numpy()
+        heat = self.features @ F.normalize(q, dim=-1)
+        if self.score == "dot" and self.feature_norms is not None:
+            heat = heat * self.feature_norms.to(heat)
+        return heat.float().cpu().numpy()
 
     def label_grid(self, free_label: int = -1) -> np.ndarray:
         """Dense int32 [X, Y, Z] grid: class id (or NO_CLASS_ID) where occupied, else free_label."""
@@ -184,16 +200,18 @@ class OccupancyPredictor:
     def __init__(
         self,
         network: Pop3DNetwork,
-        text_encoder: TextQueryEncoder,
-        vocabulary: Vocabulary | Sequence[ClassSpec] | None = None,
+        text_encoder: TextQueryEncoder | None,
+        vocabulary: Vocabulary | Sequence[ClassSpec] | EncodedVocabulary | None = None,
         device: str | torch.device = "cpu",
         min_score: float | None = None,
+        score: str = "cosine",
     ) -> None:
         self.device = torch.device(device)
         self.network = network.to(self.device).eval()
         self.config: Pop3DConfig = network.config
         self.text_encoder = text_encoder
-        if text_encoder.embed_dim != self.config.feature_dim:
+        self.score = check_score(score)
+        if text_encoder is not None and text_encoder.embed_dim != self.config.feature_dim:
             raise ValueError(
                 f"text embeddings have {text_encoder.embed_dim} dims but the network predicts "
                 f"{self.config.feature_dim}-dim features"
@@ -219,9 +237,23 @@ class OccupancyPredictor:
             load_pop3d_weights(network, weights)
         return cls(network, text_encoder, **kwargs)
 
-    def set_vocabulary(self, vocabulary: Vocabulary | Sequence[ClassSpec]) -> EncodedVocabulary:
-        """Encode (or fetch from cache) the class texts; the network is untouched."""
+    def set_vocabulary(
+        self, vocabulary: Vocabulary | Sequence[ClassSpec] | EncodedVocabulary
+    ) -> EncodedVocabulary:
+        """Encode (or fetch from cache) the class texts; the network is untouched. An
+        `EncodedVocabulary` (e.g. the official `zeroshot_weights.pth`) is used as it is."""
         t0 = time.perf_counter()
+        if isinstance(vocabulary, EncodedVocabulary):
+            if vocabulary.embeddings.shape[1] != self.config.feature_dim:
+                raise ValueError(
+                    f"text embeddings have {vocabulary.embeddings.shape[1]} dims but the network "
+                    f"predicts {self.config.feature_dim}-dim features"
+                )
+            self.vocabulary = vocabulary.to(self.device)
+            self.timings["text"] = time.perf_counter() - t0
+            return self.vocabulary
+        if self.text_encoder is None:
+            raise ValueError("no text encoder: give an already encoded vocabulary")
         self.vocabulary = self.text_encoder.encode_vocabulary(_vocabulary_spec(vocabulary)).to(
             self.device
         )
@@ -247,9 +279,19 @@ class OccupancyPredictor:
         images: Sequence[np.ndarray] | Mapping[str, np.ndarray],
         calibrations: Sequence[Any] | Mapping[str, Any],
         lidar2ego: np.ndarray | None = None,
+        points: np.ndarray | None = None,
     ) -> OccupancyResult:
         """Images (HxWx3 uint8 RGB, in `config.camera_names` order or keyed by camera name) and
-        their calibrations -> occupied voxels with labels, scores and features."""
+        their calibrations -> occupied voxels with labels, scores and features; with `points`
+        ([N, 3+] LiDAR-frame xyz) also one label and score per point."""
+        grid_pts = None
+        if points is not None:
+            pts = np.asarray(points)
+            if pts.ndim != 2 or pts.shape[1] < 3 or not np.isfinite(pts[:, :3]).all():
+                raise OccupancyInputError(
+                    f"points must be finite [N, 3+] LiDAR xyz, got shape {pts.shape}"
+                )
+            grid_pts = self.config.voxelize_points(pts)  # float64, like the official Voxelize
         text_time = self.timings.get("text", 0.0)
         vocab = self.vocabulary  # one snapshot: set_vocabulary may run in another thread
         timings: dict[str, float] = {}
@@ -275,22 +317,18 @@ class OccupancyPredictor:
         voxel_feats = agg.voxel_features(planes)[0]  # [X, Y, Z, C]
         occupied = agg.occupancy(voxel_feats).argmax(-1) == 1
         idx = occupied.nonzero()  # [M, 3]
-        lang = agg.language(voxel_feats[occupied])  # only where needed: same values per voxel
-        features = F.normalize(lang.float(), dim=-1)
+        lang = agg.language(voxel_feats[occupied]).float()  # only where needed: same per voxel
+        features = F.normalize(lang, dim=-1)
+        point_lang = None
+        if grid_pts is not None:
+            loc = torch.as_tensor(grid_pts, dtype=torch.float32, device=self.device)[None]
+            point_lang = agg.language(agg.point_features(planes, loc)[0]).float()
         lap("heads")
-        m = idx.shape[0]
-        labels = np.full(m, NO_CLASS_ID, dtype=np.uint16)
-        scores = np.zeros(m, dtype=np.float32)
-        class_names: tuple[str, ...] = ()
-        if vocab is not None and m:
-            class_scores = vocab.scores(features)
-            best, arg = class_scores.max(-1)
-            labels = arg.cpu().numpy().astype(np.uint16)
-            scores = best.float().cpu().numpy()
-            if self.min_score is not None:
-                labels[scores < self.min_score] = NO_CLASS_ID
-        if vocab is not None:
-            class_names = vocab.class_names
+        labels, scores = self._label(vocab, lang)
+        point_labels = point_scores = None
+        if point_lang is not None:
+            point_labels, point_scores = self._label(vocab, point_lang)
+        class_names: tuple[str, ...] = vocab.class_names if vocab is not None else ()
         lap("labels")
         cfg = self.config
         indices = idx.cpu().numpy().astype(np.int64)
@@ -306,13 +344,33 @@ class OccupancyPredictor:
             voxel_size=tuple(float(v) for v in vs),
             pc_range=tuple(cfg.pc_range),
             features=features,
-            query_encoder=self.text_encoder.encode_query,
+            query_encoder=self.text_encoder.encode_query if self.text_encoder else None,
+            score=self.score,
+            feature_norms=lang.norm(dim=-1),
+            point_labels=point_labels,
+            point_scores=point_scores,
         )
         timings["text"] = text_time
         timings["total"] = time.perf_counter() - t_start
         self.timings = timings
         self.last_result = result
         return result
+
+    def _label(
+        self, vocab: EncodedVocabulary | None, lang: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw language features [N, D] -> class ids (uint16) and best scores (float32)."""
+        n = lang.shape[0]
+        labels = np.full(n, NO_CLASS_ID, dtype=np.uint16)
+        scores = np.zeros(n, dtype=np.float32)
+        if vocab is None or n == 0:
+            return labels, scores
+        best, arg = vocab.scores(lang, self.score).max(-1)
+        labels = arg.cpu().numpy().astype(np.uint16)
+        scores = best.float().cpu().numpy()
+        if self.min_score is not None:
+            labels[scores < self.min_score] = NO_CLASS_ID
+        return labels, scores
 
     def grounding(self, query: str, result: OccupancyResult | None = None) -> np.ndarray:
         """Heat map [M] of one free-text query over the occupied voxels of `result` (default:

@@ -54,8 +54,10 @@ def build_predictor(
     device: str = "cpu",
     seed: int = 0,
     min_score: float | None = None,
+    score: str = "cosine",
 ) -> OccupancyPredictor:
-    """A predictor for `profile`; "full" needs `weights` (missing file -> error naming it)."""
+    """A predictor for `profile`; "full" needs `weights` (missing file -> error naming it).
+    `score` is "dot" (official evaluation) or "cosine"; `min_score` is in its units."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {list(PROFILES)}, got {profile!r}")
     if profile == "full":
@@ -65,7 +67,12 @@ def build_predictor(
             raise CheckpointNotFoundError(f"POP-3D weights not found: {Path(weights).expanduser()}")
         text = TextQueryEncoder.from_pretrained(clip_model, device=device)
         return OccupancyPredictor.from_config(
-            Pop3DConfig.full(), text, weights=weights, device=device, min_score=min_score
+            Pop3DConfig.full(),
+            text,
+            weights=weights,
+            device=device,
+            min_score=min_score,
+            score=score,
         )
     cfg = Pop3DConfig.tiny()
     torch.manual_seed(seed)
@@ -77,7 +84,7 @@ def build_predictor(
         net.tpv_aggregator.classifier.weight.copy_(torch.stack([w, -w]))
         net.tpv_aggregator.classifier.bias.zero_()
     text = _tiny_text_encoder(cfg.feature_dim, seed, device)
-    return OccupancyPredictor(net, text, device=device, min_score=min_score)
+    return OccupancyPredictor(net, text, device=device, min_score=min_score, score=score)
 
 
 def class_queries(vocabulary: Vocabulary) -> list[tuple[str, list[str]]]:
@@ -124,13 +131,14 @@ class SwitchableOccupancy:
         self._active = prepared  # one reference assignment: atomic
 
     def predict(
-        self, images: Any, calibrations: Any
+        self, images: Any, calibrations: Any, points: np.ndarray | None = None
     ) -> tuple[OccupancyResult, PreparedVocabulary | None]:
-        """One prediction, entirely under the vocabulary active when it started."""
+        """One prediction, entirely under the vocabulary active when it started; with `points`
+        (LiDAR xyz) the result also labels each point."""
         active = self._active
         with self._lock:
             self.predictor.vocabulary = active.encoded if active is not None else None
-            result = self.predictor.predict(images, calibrations)
+            result = self.predictor.predict(images, calibrations, points=points)
         return result, active
 
     def grounding(self, query: str, result: OccupancyResult) -> np.ndarray:
