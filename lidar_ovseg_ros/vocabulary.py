@@ -285,12 +285,22 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in presets_dir().glob("*.yaml"))
 
 
-def load_preset(name: str) -> Vocabulary:
-    """A bundled preset by name, e.g. 'nuscenes' or 'semantickitti'."""
+def load_preset(name: str, official_images: bool = True) -> Vocabulary:
+    """A bundled preset by name, e.g. 'nuscenes' or 'semantickitti'.
+
+    With `official_images` (default) and the IGLOSS images fetched
+    (`lidar-ovseg weights fetch igloss-prototype-images`), the nuscenes and semantickitti
+    classes take the paper's prototype images as exemplars (no image generator needed).
+    """
     path = presets_dir() / f"{name}.yaml"
     if not path.is_file():
         raise VocabularyError(f"no vocabulary preset '{name}'; available: {preset_names()}")
-    return Vocabulary.from_yaml(path)
+    vocabulary = Vocabulary.from_yaml(path)
+    if official_images:
+        from lidar_ovseg_ros.weights.prototype_images import with_official_images
+
+        vocabulary = with_official_images(vocabulary, name)
+    return vocabulary
 
 
 def load_vocabulary(spec: str | Path) -> Vocabulary:

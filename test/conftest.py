@@ -22,6 +22,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Models fetched on this machine (`lidar-ovseg weights`) must not change what tests see.
+os.environ["LIDAR_OVSEG_CACHE"] = tempfile.mkdtemp(prefix="lidar_ovseg_models_")
 
 _LOG_DIR = tempfile.mkdtemp(prefix="lidar_ovseg_roslog_")
 

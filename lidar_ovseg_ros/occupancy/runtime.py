@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,10 +60,23 @@ def build_predictor(
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {list(PROFILES)}, got {profile!r}")
     if profile == "full":
-        if not weights:
-            raise ValueError("profile 'full' needs the POP-3D weights (pop3d_weights.pth)")
-        if not Path(weights).expanduser().is_file():  # before loading CLIP: fail fast, name it
-            raise CheckpointNotFoundError(f"POP-3D weights not found: {Path(weights).expanduser()}")
+        from lidar_ovseg_ros.weights import (
+            ModelNotAvailableError,
+            require_hub_model,
+            resolve_model_file,
+        )
+
+        try:  # no weights, or a catalog name: the model from the cache (`lidar-ovseg weights`)
+            path = resolve_model_file(weights, "pop3d")
+        except ModelNotAvailableError as exc:
+            raise CheckpointNotFoundError(
+                f"profile 'full' needs the POP-3D weights (pop3d_weights.pth): set weights, or "
+                f"{exc}"
+            ) from None
+        if not path.is_file():  # before loading CLIP: fail fast, name it
+            raise CheckpointNotFoundError(f"POP-3D weights not found: {path}")
+        weights = str(path)
+        require_hub_model(clip_model)
         text = TextQueryEncoder.from_pretrained(clip_model, device=device)
         return OccupancyPredictor.from_config(
             Pop3DConfig.full(),

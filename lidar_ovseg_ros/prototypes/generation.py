@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import string
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -163,6 +164,30 @@ def pipeline_digest(pipe: Any) -> str:
     return h.hexdigest()
 
 
+_NOTICES_SHOWN: set[str] = set()
+
+
+def _require_generator(model_id: str) -> None:
+    """Before loading a catalog generator: it must be fetched (opt-in; one line naming the
+    command otherwise), and its licence is shown once per process (sd-turbo: non-commercial)."""
+    from lidar_ovseg_ros.weights import ModelNotAvailableError, get_entry, require_hub_model
+    from lidar_ovseg_ros.weights.catalog import HF_IDS
+
+    try:
+        require_hub_model(model_id)
+    except ModelNotAvailableError as exc:
+        raise ModelNotAvailableError(
+            f"a class without exemplar images needs the text-to-image generator, but {exc} "
+            "(the nuscenes and semantickitti presets need none after `lidar-ovseg weights fetch "
+            "igloss-prototype-images`)"
+        ) from None
+    name = HF_IDS.get(model_id)
+    notice = get_entry(name).notice if name else None
+    if notice and name not in _NOTICES_SHOWN:
+        _NOTICES_SHOWN.add(name)
+        logging.getLogger(__name__).warning("%s: %s", name, notice)
+
+
 class TextToImageGenerator:
     """Generates prototype images in batches with per-image `torch.Generator` seeds.
 
@@ -224,6 +249,7 @@ class TextToImageGenerator:
         if self._pipe is None:
             from diffusers import AutoPipelineForText2Image
 
+            _require_generator(self.config.model_id)
             pipe = AutoPipelineForText2Image.from_pretrained(
                 self.config.model_id,
                 revision=self.config.revision,

@@ -432,19 +432,19 @@ def _full_extractor(cfg: SegmenterConfig, device: torch.device, amp: torch.dtype
     from lidar_ovseg_ros.models.checkpoints import CheckpointNotFoundError
     from lidar_ovseg_ros.models.waffleiron import WaffleIronConfig
     from lidar_ovseg_ros.segmentation.features import PointFeatureExtractor
+    from lidar_ovseg_ros.weights import ModelNotAvailableError, resolve_model_file
 
-    if cfg.checkpoint is None:
+    try:  # no checkpoint, or a catalog name: the model from the cache (`lidar-ovseg weights`)
+        path = resolve_model_file(cfg.checkpoint, "igloss-scalr-plus")
+    except ModelNotAvailableError as exc:
         raise CheckpointNotFoundError(
-            "profile 'full' needs the ScaLR+ checkpoint (ckpt_last.pth): set checkpoint"
-        )
-    path = Path(cfg.checkpoint).expanduser()
+            f"profile 'full' needs the ScaLR+ checkpoint (ckpt_last.pth): set checkpoint, or {exc}"
+        ) from None
     if not path.is_file():  # before building the 63M-parameter network
         raise CheckpointNotFoundError(f"checkpoint file not found: {path}")
     wi_cfg = getattr(WaffleIronConfig, cfg.backbone)()
     pre = _preprocess_config(cfg.sensor, wi_cfg)
-    return PointFeatureExtractor.from_checkpoint(
-        cfg.checkpoint, wi_cfg, pre, device=device, amp_dtype=amp
-    )
+    return PointFeatureExtractor.from_checkpoint(path, wi_cfg, pre, device=device, amp_dtype=amp)
 
 
 def build_prototype_bank(cfg: SegmenterConfig, device: torch.device | None = None) -> Any:
@@ -486,6 +486,9 @@ def build_prototype_bank(cfg: SegmenterConfig, device: torch.device | None = Non
         pipe = build_tiny_text_to_image_pipeline(seed=TINY_SEED)
         generator = TextToImageGenerator.from_pipeline(pipe, generation)
     else:
+        from lidar_ovseg_ros.weights import require_hub_model
+
+        require_hub_model(cfg.feature_model)  # one line naming `lidar-ovseg weights fetch ...`
         features = DinoV2FeatureExtractor.from_pretrained(
             ImageFeatureConfig(model_id=cfg.feature_model, device=dev, amp=cfg.amp)
         )
