@@ -34,6 +34,21 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   args=()
   for r in "${reqs[@]}"; do args+=(-r "$r"); done
   "$VENV/bin/python" -m pip install --quiet "${args[@]}"
+  # spconv: requirements.txt pins the CPU wheel; a CUDA torch gets the matching CUDA build
+  # (same version; SPCONV_PACKAGE overrides, e.g. spconv-cu120).
+  cuda="$("$VENV/bin/python" -c 'import torch; print(torch.version.cuda or "")')"
+  if [ -n "$cuda" ] || [ -n "${SPCONV_PACKAGE:-}" ]; then
+    case "$cuda" in
+      11.*) sp=spconv-cu118 ;;
+      12.0* | 12.1* | 12.2* | 12.3*) sp=spconv-cu121 ;;
+      12.4* | 12.5*) sp=spconv-cu124 ;;
+      *) sp=spconv-cu126 ;;
+    esac
+    sp="${SPCONV_PACKAGE:-$sp}"
+    echo "[bootstrap] torch CUDA ${cuda:-?}: replacing the CPU spconv with $sp==2.3.8"
+    "$VENV/bin/python" -m pip uninstall --quiet -y spconv
+    "$VENV/bin/python" -m pip install --quiet "$sp==2.3.8"
+  fi
   "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
   echo "$want" >"$stamp"
 else

@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 DEFAULT_STATE_DICT_KEYS = ("model_point", "model_points", "net", "state_dict", "model")
-TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".tar")  # .tar: OpenScene's .pth.tar
 SAFETENSORS_SUFFIXES = (".safetensors",)
 _MAX_LISTED = 20
 
