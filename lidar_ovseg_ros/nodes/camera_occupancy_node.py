@@ -22,6 +22,7 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
@@ -41,8 +42,16 @@ from lidar_ovseg_ros.nodes.common import (
 )
 from lidar_ovseg_ros.occupancy.camera_sync import CameraImage, CameraSet, CameraSetSynchronizer
 from lidar_ovseg_ros.occupancy.pipeline import CameraCalibration
-from lidar_ovseg_ros.pointcloud import arrays_to_msg, labeled_cloud_to_msg, pack_rgb
+from lidar_ovseg_ros.pointcloud import (
+    PointCloudFormatError,
+    arrays_to_msg,
+    finite_mask,
+    labeled_cloud_to_msg,
+    pack_rgb,
+    read_points,
+)
 from lidar_ovseg_ros.viz import heat_colors
+from lidar_ovseg_ros.vocabulary import NO_CLASS_ID
 from lidar_ovseg_ros.vocabulary_switch import SwitchStatus, VocabularySwitcher
 from lidar_ovseg_ros.voxels import VoxelGrid
 
@@ -57,6 +66,13 @@ class CameraNodeParams:
     device: str = "cpu"
     seed: int = 0
     min_score: float = -1.0  # < -1 never filters; cosine scores are in [-1, 1]
+    # "cosine": both sides normalised, scores and min_score in [-1, 1]; "dot": the official
+    # evaluation's raw dot product of the unnormalised voxel feature (unbounded; min_score is
+    # then in those units, so keep min_score < -1 or pick one from observed scores)
+    score: str = "cosine"
+    # A LiDAR PointCloud2 topic (points in frame_id) to label from the cameras alone with
+    # POP-3D's points branch, published on ~/output/points; "" = off. SensorDataQoS.
+    lidar_topic: str = ""
     camera_names: tuple[str, ...] = NUSCENES_CAMERAS
     topic_prefix: str = "/cameras"
     compressed: bool = True
@@ -143,6 +159,7 @@ class CameraOccupancyNode(Node):
             device=p.device,
             seed=p.seed,
             min_score=p.min_score if p.min_score >= -1.0 else None,
+            score=p.score,
         )
         self.model = SwitchableOccupancy(predictor)
         if p.profile == "tiny":
@@ -200,6 +217,7 @@ class CameraOccupancyNode(Node):
                 )
             )
         self._poll_timer = self.create_timer(0.05, self._poll)
+        self._setup_lidar(p.lidar_topic)
         self.diagnostics = DiagnosticsPublisher(
             self, "camera occupancy", self._diagnostics, period=p.diagnostics_period
         )
@@ -300,7 +318,7 @@ class CameraOccupancyNode(Node):
                 continue
             if newest_header is None or item.stamp >= cams.stamp:
                 newest_header = item.image.header
-        result, active = self.model.predict(images, calibs)
+        result, active = self.model.predict(images, calibs, points=self._lidar_points(cams))
         header = Header(frame_id=self.params.frame_id)
         if newest_header is not None:
             header.stamp = newest_header.stamp
@@ -318,6 +336,7 @@ class CameraOccupancyNode(Node):
             total_voxels=result.num_occupied,
         )
         self.marker_pub.publish(voxel_markers(grid, vocabulary, header))
+        self._publish_lidar_labels(result, vocabulary)
         query = str(self._runtime["query"]).strip()
         if query:
             heat = self.model.grounding(query, result).astype(np.float32)
@@ -337,6 +356,90 @@ class CameraOccupancyNode(Node):
         with self._lock:
             self.counters["processed"] += 1
 
+    # -- LiDAR points labelled from the cameras (lidar_topic) -----------------------------------
+
+    def _setup_lidar(self, topic: str) -> None:
+        self.lidar_counters = {
+            "clouds_received": 0,
+            "clouds_labeled": 0,
+            "clouds_rejected": 0,
+            "clouds_stale": 0,
+        }
+        self._cloud: PointCloud2 | None = None  # the newest cloud
+        self._cloud_out: tuple[PointCloud2, Any, np.ndarray] | None = None  # for the last set
+        self.lidar_points_pub = self.create_publisher(PointCloud2, "~/output/points", output_qos())
+        if topic:
+            self._subs.append(
+                self.create_subscription(
+                    PointCloud2, topic, self._on_lidar, qos_profile_sensor_data
+                )
+            )
+
+    def _on_lidar(self, msg: PointCloud2) -> None:
+        with self._lock:
+            self.lidar_counters["clouds_received"] += 1
+            self._cloud = msg
+
+    def _lidar_points(self, cams: CameraSet) -> np.ndarray | None:
+        """Finite xyz of the newest cloud when it belongs to this camera set (stamps within
+        max_delay, frame frame_id); the cloud is kept for `_publish_lidar_labels`."""
+        with self._lock:
+            msg, self._cloud, self._cloud_out = self._cloud, None, None
+        if msg is None:
+            return None
+        frame = self.params.frame_id
+        if msg.header.frame_id and msg.header.frame_id != frame:
+            return self._reject_cloud(
+                "clouds_rejected", f"LiDAR cloud in frame '{msg.header.frame_id}', not '{frame}'"
+            )
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        newest = max(im.stamp for im in cams.images.values())
+        if abs(stamp - newest) > float(self._runtime["max_delay"]):
+            return self._reject_cloud(
+                "clouds_stale",
+                f"LiDAR cloud {stamp - newest:+.3f} s from the camera set (max_delay): unlabeled",
+            )
+        try:
+            scan = read_points(msg)
+        except PointCloudFormatError as exc:
+            return self._reject_cloud("clouds_rejected", f"malformed LiDAR cloud: {exc}")
+        finite = finite_mask(scan.xyz)
+        self._cloud_out = (msg, scan, finite)
+        return np.asarray(scan.xyz[finite], np.float32)
+
+    def _reject_cloud(self, counter: str, text: str) -> None:
+        with self._lock:
+            self.lidar_counters[counter] += 1
+            self.last_problem = text
+        self.get_logger().warning(text, throttle_duration_sec=5.0)
+
+    def _publish_lidar_labels(self, result: Any, vocabulary: Any) -> None:
+        """~/output/points: the cloud's points (same header and count; non-finite points get
+        NO_CLASS_ID) with the label and score of the camera features sampled at each."""
+        out, self._cloud_out = self._cloud_out, None
+        if out is None or result.point_labels is None:
+            return
+        msg, scan, finite = out
+        labels = np.full(len(finite), NO_CLASS_ID, np.uint16)
+        scores = np.zeros(len(finite), np.float32)
+        labels[finite] = result.point_labels
+        scores[finite] = result.point_scores
+        n = len(finite)
+        height = scan.shape[0] if scan.shape[0] * scan.shape[1] == n and n else 1
+        self.lidar_points_pub.publish(
+            labeled_cloud_to_msg(
+                msg.header,
+                scan.xyz,
+                scan.intensity,
+                labels,
+                scores,
+                vocabulary.colors_for(labels),
+                height=height,
+            )
+        )
+        with self._lock:
+            self.lidar_counters["clouds_labeled"] += 1
+
     # -- diagnostics ---------------------------------------------------------------------------
 
     def _diagnostics(self) -> tuple[bytes, str, dict[str, Any]]:
@@ -351,6 +454,7 @@ class CameraOccupancyNode(Node):
             profile=self.params.profile,
             last_problem=last_problem,
             query=self._runtime["query"],
+            **self.lidar_counters,
         )
         for name, n in self.sync.late_counts.items():
             values[f"late_{name}"] = n
