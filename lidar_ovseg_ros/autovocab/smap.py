@@ -28,10 +28,8 @@ code means.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from lidar_ovseg_ros.models.minkunet import spconv_cpu_guard
+from lidar_ovseg_ros.models.openscene_checkpoint import me_kernel_to_spconv
 
 NUM_SECTORS = 12
 
@@ -94,25 +95,6 @@ def sector_masks(points: np.ndarray | torch.Tensor, num_sectors: int = NUM_SECTO
         angle = -np.pi + i * step
         mask[:, i] = (phi >= angle) & (phi < angle + step)
     return mask
-
-
-_SPCONV_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def spconv_cpu_guard(device: torch.device) -> Iterator[None]:
-    """spconv 2.3.8's CPU convolutions give wrong, run-to-run different results with more than
-    one torch thread (DESIGN.md); run them with one thread, one caller at a time."""
-    if device.type != "cpu":
-        yield
-        return
-    with _SPCONV_LOCK:
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
 
 
 def attention_pool(
@@ -274,19 +256,6 @@ class SmapCheckpointError(ValueError):
     """The SMAP checkpoint does not have the official layout; the message names the keys."""
 
 
-def me_kernel_to_spconv(kernel: torch.Tensor, size: int) -> torch.Tensor:
-    """MinkowskiEngine kernel (size^3, in, out) -> spconv weight (out, k0, k1, k2, in).
-
-    ME's kernel index runs with axis 0 fastest: `W_sp[o, a, b, c, i] = W_ME[a + K*b + K*K*c, i, o]`.
-    Only for size > 1 (spconv's 1x1 shortcut reads the weight memory differently)."""
-    if size <= 1:
-        raise ValueError("1x1 kernels are affine maps: load them into a Linear")
-    k3, cin, cout = kernel.shape
-    if k3 != size**3:
-        raise ValueError(f"kernel has {k3} offsets, expected {size**3}")
-    return kernel.reshape(size, size, size, cin, cout).permute(4, 2, 1, 0, 3).contiguous()
-
-
 def smap_state_from_official(state: Mapping[str, torch.Tensor], config: SmapConfig) -> dict:
     """The official `attn_layer.*` tensors (prefix already removed) as this module's state dict,
     with every key and shape checked."""
@@ -325,11 +294,11 @@ def smap_state_from_official(state: Mapping[str, torch.Tensor], config: SmapConf
     for key, value in state.items():
         value = value.detach().float()
         if key == "cpe.kernel":
-            out["cpe.weight"] = me_kernel_to_spconv(value, 3)
+            out["cpe.weight"] = me_kernel_to_spconv(value, (e, 3, 3, 3, e))
         elif key == "cpe.bias":
             out["cpe_bias"] = value.reshape(-1)
-        elif key == "in_proj.kernel":
-            out["in_proj.weight"] = value.t().contiguous()
+        elif key == "in_proj.kernel":  # a 1x1 conv: (in, out) -> Linear (out, in)
+            out["in_proj.weight"] = me_kernel_to_spconv(value, (e, c.input_dim))
         elif key == "in_proj.bias":
             out["in_proj.bias"] = value.reshape(-1)
         else:
