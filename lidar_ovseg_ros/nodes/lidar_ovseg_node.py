@@ -35,7 +35,14 @@ from lidar_ovseg_ros.nodes.common import (
     vocabulary_diagnostics,
     voxel_markers,
 )
-from lidar_ovseg_ros.pointcloud import PointCloudFormatError, labeled_cloud_to_msg, read_points
+from lidar_ovseg_ros.pointcloud import (
+    PointCloudFormatError,
+    arrays_to_msg,
+    labeled_cloud_to_msg,
+    pack_rgb,
+    read_points,
+)
+from lidar_ovseg_ros.viz import heat_colors
 from lidar_ovseg_ros.vocabulary_switch import SwitchStatus, VocabularySwitcher
 from lidar_ovseg_ros.voxels import voxelize_labels
 
@@ -45,6 +52,7 @@ class LidarNodeParams:
     """Every parameter of the node, declared once; `config/lidar_ovseg.yaml` mirrors these."""
 
     # Model (read at start-up).
+    method: str = "igloss"  # igloss (ScaLR+ + image prototypes) | openscene (CLIP-text MinkUNet)
     profile: str = "tiny"  # "full": ScaLR+ checkpoint + DINOv2-large + sd-turbo; "tiny": built-in
     checkpoint: str = ""  # ScaLR+ ckpt_last.pth (profile full)
     backbone: str = "scalr_plus"
@@ -58,6 +66,15 @@ class LidarNodeParams:
     min_score: float = 0.0  # > 0: points scoring below get NO_CLASS_ID; 0 disables
     device: str = "auto"
     amp: str = "none"
+    # OpenScene (method openscene; read at start-up).
+    openscene_checkpoint: str = ""  # nuscenes_openseg.pth.tar (profile full)
+    openscene_arch: str = "MinkUNet18A"
+    openscene_features: str = "openseg"  # openseg (768-d, CLIP ViT-L/14@336) | lseg (512-d)
+    text_model: str = ""  # CLIP text tower; "" = the one matching openscene_features
+    prompt_template: str = "a {} in a scene"
+    tta_repeats: int = 0  # 0: one pass; N: official random rotation/scale, N passes summed
+    # Free-text heat map on ~/output/grounding (methods with text features; runtime).
+    query: str = ""
     # I/O (read per frame, settable at runtime).
     input_reliability: str = "best_effort"
     max_points: int = 500_000
@@ -67,7 +84,7 @@ class LidarNodeParams:
     diagnostics_period: float = 1.0
 
 
-_RUNTIME = {"max_points", "voxel_size", "max_markers", "publish_markers"}
+_RUNTIME = {"max_points", "voxel_size", "max_markers", "publish_markers", "query"}
 
 
 def _check_runtime(name: str, value: Any) -> str | None:
@@ -98,28 +115,23 @@ class LidarOvsegNode(Node):
         self._runtime = {name: getattr(p, name) for name in _RUNTIME}
         self.add_on_set_parameters_callback(self._on_set_runtime)
 
-        from lidar_ovseg_ros.segmentation.segmenter import LidarSegmenter, SegmenterConfig
+        from lidar_ovseg_ros.segmentation.base import METHODS, supports_grounding
+        from lidar_ovseg_ros.segmentation.segmenter import LidarSegmenter
 
-        cfg = SegmenterConfig(
-            profile=p.profile,
-            checkpoint=p.checkpoint or None,
-            backbone=p.backbone,
-            sensor=p.sensor,
-            feature_model=p.feature_model,
-            generator_model=p.generator_model,
-            images_per_class=p.images_per_class,
-            seed=p.seed,
-            cache_dir=p.cache_dir or None,
-            classifier=p.classifier,
-            min_score=p.min_score if p.min_score > 0 else None,  # 0 disables the threshold
-            device=p.device,
-            amp=p.amp,
-        )
-        self.segmenter = LidarSegmenter.from_config(cfg)
+        if p.method not in METHODS:
+            raise ValueError(f"parameter 'method' must be one of {list(METHODS)}, got {p.method!r}")
+        if p.method == "openscene":
+            self.segmenter = _openscene_segmenter(p)
+        else:
+            self.segmenter = LidarSegmenter.from_config(_igloss_config(p))
+        self.grounding = supports_grounding(self.segmenter)
+        if str(p.query).strip() and not self.grounding:
+            raise ValueError(f"'query' needs text-aligned features; method {p.method} has none")
         if p.profile == "tiny":
             self.get_logger().warning(
-                "profile 'tiny': the built-in small untrained models are running; labels are "
-                "NOT meaningful. Set profile:=full with a ScaLR+ checkpoint for real labels."
+                f"profile 'tiny' (method {p.method}): the built-in small untrained models are "
+                "running; labels are NOT meaningful. Set profile:=full with the method's "
+                "checkpoint for real labels."
             )
 
         self._lock = threading.Lock()
@@ -130,6 +142,7 @@ class LidarOvsegNode(Node):
             "rejected_oversized": 0,
             "empty": 0,
             "skipped_no_vocabulary": 0,
+            "grounding_errors": 0,
         }
         self.last_rejection = ""
         self.processing_ms = RollingStats()
@@ -137,6 +150,7 @@ class LidarOvsegNode(Node):
         self._frame_id = ""
 
         self.cloud_pub = self.create_publisher(PointCloud2, "~/output/points", output_qos())
+        self.grounding_pub = self.create_publisher(PointCloud2, "~/output/grounding", output_qos())
         self.marker_pub = self.create_publisher(MarkerArray, "~/output/voxels", output_qos())
         self.proc_pub = self.create_publisher(Float32, "~/debug/processing_time_ms", 10)
         self.latency_pub = self.create_publisher(Float32, "~/debug/pipeline_latency_ms", 10)
@@ -168,6 +182,11 @@ class LidarOvsegNode(Node):
 
     def _on_set_runtime(self, params: list[Parameter]) -> SetParametersResult:
         for prm in params:
+            if prm.name == "query" and str(prm.value).strip() and not self.grounding:
+                return SetParametersResult(
+                    successful=False,
+                    reason=f"method {self.params.method} has no text-aligned features for 'query'",
+                )
             if prm.name in _RUNTIME:
                 reason = _check_runtime(prm.name, prm.value)
                 if reason:
@@ -226,6 +245,7 @@ class LidarOvsegNode(Node):
             msg.header, scan.xyz, points[:, 3], result.labels, result.scores, rgb, height=height
         )
         self.cloud_pub.publish(out)
+        self._publish_grounding(msg, scan.xyz, result)
         if self._runtime["publish_markers"]:
             grid = voxelize_labels(
                 scan.xyz,
@@ -245,6 +265,20 @@ class LidarOvsegNode(Node):
         with self._lock:
             self.counters["processed"] += 1
 
+    def _publish_grounding(self, msg: PointCloud2, xyz: np.ndarray, result: Any) -> None:
+        """The heat map of the `query` parameter over the points (x, y, z, score, rgb)."""
+        query = str(self._runtime["query"]).strip()
+        if not query or not self.grounding:
+            return
+        try:
+            heat = self.segmenter.grounding(query, result).astype(np.float32)
+        except ValueError as exc:
+            self._reject("grounding_errors", f"query {query!r}: {exc}")
+            return
+        fields = {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2], "score": heat}
+        fields["rgb"] = pack_rgb(heat_colors(heat))
+        self.grounding_pub.publish(arrays_to_msg(msg.header, fields))
+
     # -- diagnostics ---------------------------------------------------------------------------
 
     def _diagnostics(self) -> tuple[bytes, str, dict[str, Any]]:
@@ -258,6 +292,8 @@ class LidarOvsegNode(Node):
             "worker_errors": self.worker.failed,
             "device": str(self.segmenter.device),
             "profile": self.params.profile,
+            "method": self.params.method,
+            "query": str(self._runtime["query"]),
             "last_rejection": last_rejection,
         }
         vocab_values, vocab_state = vocabulary_diagnostics(status)
@@ -279,6 +315,45 @@ class LidarOvsegNode(Node):
     def shutdown(self) -> None:
         self.worker.stop()
         self.switcher.shutdown()
+
+
+def _igloss_config(p: LidarNodeParams) -> Any:
+    from lidar_ovseg_ros.segmentation.segmenter import SegmenterConfig
+
+    return SegmenterConfig(
+        profile=p.profile,
+        checkpoint=p.checkpoint or None,
+        backbone=p.backbone,
+        sensor=p.sensor,
+        feature_model=p.feature_model,
+        generator_model=p.generator_model,
+        images_per_class=p.images_per_class,
+        seed=p.seed,
+        cache_dir=p.cache_dir or None,
+        classifier=p.classifier,
+        min_score=p.min_score if p.min_score > 0 else None,  # 0 disables the threshold
+        device=p.device,
+        amp=p.amp,
+    )
+
+
+def _openscene_segmenter(p: LidarNodeParams) -> Any:
+    from lidar_ovseg_ros.segmentation.openscene import OpenSceneConfig, OpenSceneSegmenter
+
+    cfg = OpenSceneConfig(
+        profile=p.profile,
+        arch=p.openscene_arch,
+        checkpoint=p.openscene_checkpoint or None,
+        feature_type=p.openscene_features,
+        text_model=p.text_model or None,
+        template=p.prompt_template,
+        tta_repeats=p.tta_repeats,
+        seed=p.seed,
+        min_score=p.min_score if p.min_score > 0 else None,  # 0 disables the threshold
+        device=p.device,
+        amp=p.amp,
+    )
+    return OpenSceneSegmenter.from_config(cfg)
 
 
 def main(args: list[str] | None = None) -> int:
