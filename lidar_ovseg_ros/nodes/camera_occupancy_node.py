@@ -40,6 +40,16 @@ from lidar_ovseg_ros.nodes.common import (
     vocabulary_diagnostics,
     voxel_markers,
 )
+from lidar_ovseg_ros.occupancy.camera_inputs import (
+    BLANK_CALIBRATION,
+    BLANK_IMAGE,
+    COMPRESSED_FORMATS,
+    CameraInputError,
+    check_intrinsics,
+    intrinsics_for_image,
+    probe_compressed,
+    probe_raw,
+)
 from lidar_ovseg_ros.occupancy.camera_sync import CameraImage, CameraSet, CameraSetSynchronizer
 from lidar_ovseg_ros.occupancy.pipeline import CameraCalibration
 from lidar_ovseg_ros.pointcloud import (
@@ -80,7 +90,12 @@ class CameraNodeParams:
     use_tf: bool = True
     calibration_file: str = ""  # calib.json with cameras.<name>.lidar2cam; 'nuscenes' = bundled
     max_delay: float = 0.2
+    # Seconds (arrival time) a set waits for a late camera before it is mapped without it; a
+    # camera missing from the previous set is not waited for again (see README, camera node).
     wait: float = 0.5
+    # Images stamped more than this many seconds after the node clock are dropped and counted
+    # (`future_<CAM>`); 0 disables the check. Skipped while a simulated clock reads 0.
+    future_tolerance: float = 1.0
     query: str = ""
     max_markers: int = 20_000
     input_reliability: str = "best_effort"
@@ -91,7 +106,9 @@ _RUNTIME = {"query", "max_markers", "max_delay"}
 
 
 def load_lidar2cam(spec: str, camera_names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """LiDAR -> camera transforms from a calib.json (bundled frame name or path)."""
+    """LiDAR -> camera transforms from a calib.json (bundled frame name or path). A camera the
+    file does not list is left out (its view is blanked and counted at run time); an entry that
+    is not a finite 4x4 matrix is an error."""
     if spec in ("nuscenes", "kitti"):
         from lidar_ovseg_ros.frames import load_frame
 
@@ -104,8 +121,16 @@ def load_lidar2cam(spec: str, camera_names: tuple[str, ...]) -> dict[str, np.nda
     out = {}
     for name in camera_names:
         if name not in cams or "lidar2cam" not in cams[name]:
-            raise ValueError(f"{path}: no 'lidar2cam' for camera '{name}'")
-        out[name] = np.asarray(cams[name]["lidar2cam"], np.float64)
+            continue
+        try:
+            T = np.asarray(cams[name]["lidar2cam"], np.float64)
+        except (TypeError, ValueError):
+            T = np.zeros(0)
+        if T.shape != (4, 4) or not np.isfinite(T).all():
+            raise ValueError(f"{path}: 'lidar2cam' of camera '{name}' is not a finite 4x4 matrix")
+        out[name] = T
+    if not out:
+        raise ValueError(f"{path}: no 'lidar2cam' for any of the cameras {list(camera_names)}")
     return out
 
 
@@ -114,7 +139,7 @@ def decode_image(msg: Any) -> np.ndarray:
     if isinstance(msg, CompressedImage):
         from PIL import Image as PILImage
 
-        with PILImage.open(io.BytesIO(bytes(msg.data))) as img:
+        with PILImage.open(io.BytesIO(bytes(msg.data)), formats=COMPRESSED_FORMATS) as img:
             return np.asarray(img.convert("RGB"))
     enc = msg.encoding.lower()
     channels = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}.get(enc)
@@ -131,6 +156,14 @@ def decode_image(msg: Any) -> np.ndarray:
     if enc.startswith("bgr"):
         px = px[..., 2::-1]
     return np.ascontiguousarray(px[..., :3])
+
+
+def probe_image(msg: Any) -> tuple[int, int]:
+    """(width, height) from the header only (cheap enough for a callback), else
+    CameraInputError: random bytes are refused at arrival and never evict a good image."""
+    if isinstance(msg, CompressedImage):
+        return probe_compressed(bytes(msg.data))
+    return probe_raw(msg.height, msg.width, msg.encoding, msg.step, len(msg.data))
 
 
 class CameraOccupancyNode(Node):
@@ -176,13 +209,28 @@ class CameraOccupancyNode(Node):
                 "no camera poses: tf2_ros is not available (or use_tf is false) and "
                 "calibration_file is empty"
             )
+        no_pose = [n for n in p.camera_names if n not in self._static_lidar2cam]
+        if self._tf is None and no_pose:
+            self.get_logger().warning(
+                f"calibration_file has no pose for cameras {no_pose}: their views are blanked "
+                "(counted as bad_calibration_<CAM> on /diagnostics)"
+            )
 
         self._lock = threading.Lock()
-        self.counters = {"sets": 0, "processed": 0, "bad_images": 0, "no_calibration": 0}
+        # Per-camera image counters live in self.sync.counters (see occupancy/camera_sync.py).
+        self.counters = {"sets": 0, "processed": 0, "empty_sets": 0}
         self.last_problem = ""
         self.processing_ms = RollingStats()
-        self._infos: dict[str, CameraInfo] = {}
-        self.sync = CameraSetSynchronizer(p.camera_names, p.max_delay, p.wait)
+        self.arrival_spread_ms = RollingStats()  # first to last image of each complete set
+        self._infos: dict[str, CameraInfo] = {}  # the last valid CameraInfo per camera
+        self._pending_set: CameraSet | None = None  # handed to the worker, not yet taken
+        self.sync = CameraSetSynchronizer(
+            p.camera_names,
+            p.max_delay,
+            p.wait,
+            future_tolerance=p.future_tolerance,
+            on_time_jump=self._on_time_jump,
+        )
 
         self.marker_pub = self.create_publisher(MarkerArray, "~/output/voxels", output_qos())
         self.points_pub = self.create_publisher(PointCloud2, "~/output/voxel_points", output_qos())
@@ -212,7 +260,7 @@ class CameraOccupancyNode(Node):
                 self.create_subscription(
                     CameraInfo,
                     f"{prefix}/{name}/camera_info",
-                    lambda msg, n=name: self._infos.__setitem__(n, msg),
+                    lambda msg, n=name: self._on_camera_info(n, msg),
                     qos,
                 )
             )
@@ -239,15 +287,54 @@ class CameraOccupancyNode(Node):
         return buffer
 
     def _on_image(self, name: str, msg: Any) -> None:
+        try:
+            probe_image(msg)
+        except CameraInputError as exc:
+            self.sync.reject(name, "undecodable")
+            self._problem(None, f"camera '{name}': cannot decode image: {exc}")
+            return
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        ready = self.sync.add(name, CameraImage(stamp, time.monotonic(), msg))
+        clock = self.get_clock().now().nanoseconds * 1e-9
+        future = self.sync.counters.get(name, "future")
+        ready = self.sync.add(name, CameraImage(stamp, time.monotonic(), msg), clock)
+        if self.sync.counters.get(name, "future") != future:
+            self._problem(
+                None,
+                f"camera '{name}': image stamped {stamp - clock:.3f} s after the node clock "
+                f"(future_tolerance {self.params.future_tolerance} s): dropped",
+            )
         if ready is not None:
-            self.worker.submit(ready)
+            self._submit(ready)
+
+    def _on_camera_info(self, name: str, msg: CameraInfo) -> None:
+        try:
+            check_intrinsics(msg.k, msg.width, msg.height)
+        except CameraInputError as exc:
+            self.sync.counters.add(name, "bad_camera_info")
+            self._problem(None, f"camera '{name}': CameraInfo refused: {exc}")
+            return
+        self._infos[name] = msg
 
     def _poll(self) -> None:
         ready = self.sync.poll(time.monotonic())
         if ready is not None:
-            self.worker.submit(ready)
+            self._submit(ready)
+
+    def _submit(self, ready: CameraSet) -> None:
+        if not ready.missing:
+            self.arrival_spread_ms.add(ready.arrival_spread * 1e3)
+        with self._lock:
+            replaced, self._pending_set = self._pending_set, ready
+        if replaced is not None:  # the worker was busy: the older set is never mapped
+            for name in replaced.images:
+                self.sync.counters.add(name, "replaced")
+        self.worker.submit(ready)
+
+    def _on_time_jump(self, old: float, new: float) -> None:
+        self.get_logger().warning(
+            f"camera stamps jumped back in time (last set {old:.3f} s, now {new:.3f} s: a bag "
+            "replayed or looped, or a simulation reset): camera sets cleared, mapping goes on"
+        )
 
     def _on_set_runtime(self, params: list[Parameter]) -> SetParametersResult:
         for prm in params:
@@ -279,49 +366,78 @@ class CameraOccupancyNode(Node):
 
     # -- the worker ----------------------------------------------------------------------------
 
-    def _problem(self, counter: str, text: str) -> None:
+    def _problem(self, counter: str | None, text: str) -> None:
         with self._lock:
-            self.counters[counter] += 1
+            if counter is not None:
+                self.counters[counter] += 1
             self.last_problem = text
         self.get_logger().warning(text, throttle_duration_sec=5.0)
+
+    def _views(
+        self, cams: CameraSet
+    ) -> tuple[dict[str, np.ndarray], dict[str, CameraCalibration], list[str]]:
+        """Decoded image + calibration per camera; a camera that is late, undecodable or without
+        a usable calibration gets the blank view (it contributes nothing) and is counted."""
+        images = dict.fromkeys(self.params.camera_names, BLANK_IMAGE)
+        calibs = dict.fromkeys(self.params.camera_names, BLANK_CALIBRATION)
+        used: list[str] = []
+        count = self.sync.counters.add
+        for name in self.params.camera_names:
+            item = cams.images.get(name)
+            if item is None:  # late: counted by the synchronizer
+                continue
+            info = self._infos.get(name)
+            lidar2cam = (
+                None if info is None else self._lidar2cam(name, info, item.image.header.stamp)
+            )
+            if info is None or lidar2cam is None:
+                count(name, "bad_calibration")
+                what = "no valid CameraInfo" if info is None else "no LiDAR->camera pose"
+                self._problem(None, f"camera '{name}': {what}; its view is blanked")
+                continue
+            try:
+                rgb = decode_image(item.image)
+            except Exception as exc:  # one broken view must not cost the other cameras' map
+                count(name, "undecodable")
+                self._problem(None, f"camera '{name}': cannot decode image: {exc}")
+                continue
+            try:
+                K = np.asarray(info.k, np.float64).reshape(3, 3)
+                K = intrinsics_for_image(K, info.width, info.height, rgb.shape[1], rgb.shape[0])
+            except CameraInputError as exc:
+                count(name, "bad_calibration")
+                self._problem(None, f"camera '{name}': {exc}; its view is blanked")
+                continue
+            images[name] = rgb
+            calibs[name] = CameraCalibration(K=K, lidar2cam=lidar2cam)
+            used.append(name)
+        return images, calibs, used
 
     def _process(self, cams: CameraSet) -> None:
         start = time.perf_counter()
         with self._lock:
+            if self._pending_set is not cams:
+                return  # a newer set replaced it before the worker took it (counted)
+            self._pending_set = None
             self.counters["sets"] += 1
         if self.model.active is None:
+            for name in cams.images:
+                self.sync.counters.add(name, "dropped")
             return
-        images: dict[str, np.ndarray] = {}
-        calibs: dict[str, CameraCalibration] = {}
-        newest_header: Header | None = None
-        for name in self.params.camera_names:
-            info = self._infos.get(name)
-            item = cams.images.get(name)
-            if info is None:
-                self._problem("no_calibration", f"no CameraInfo yet for camera '{name}'")
-                return
-            lidar2cam = self._lidar2cam(name, info, item.image.header.stamp if item else None)
-            if lidar2cam is None:
-                self._problem("no_calibration", f"no LiDAR->camera pose for camera '{name}'")
-                return
-            K = np.asarray(info.k, np.float64).reshape(3, 3)
-            calibs[name] = CameraCalibration(K=K, lidar2cam=lidar2cam)
-            blank = np.zeros((info.height, info.width, 3), np.uint8)
-            if item is None:  # a late camera: a blank view, reported in diagnostics
-                images[name] = blank
-                continue
-            try:
-                images[name] = decode_image(item.image)
-            except Exception as exc:  # one broken view must not cost the other cameras' map
-                self._problem("bad_images", f"camera '{name}': cannot decode image: {exc}")
-                images[name] = blank
-                continue
-            if newest_header is None or item.stamp >= cams.stamp:
-                newest_header = item.image.header
-        result, active = self.model.predict(images, calibs, points=self._lidar_points(cams))
-        header = Header(frame_id=self.params.frame_id)
-        if newest_header is not None:
-            header.stamp = newest_header.stamp
+        images, calibs, used = self._views(cams)
+        if not used:  # never a map from blank views only
+            self._problem("empty_sets", "no image of the camera set could be used: no map")
+            return
+        try:
+            result, active = self.model.predict(images, calibs, points=self._lidar_points(cams))
+        except Exception:
+            for name in used:
+                self.sync.counters.add(name, "dropped")
+            raise
+        for name in used:
+            self.sync.counters.add(name, "used")
+        newest = max(cams.images.values(), key=lambda im: im.stamp)
+        header = Header(frame_id=self.params.frame_id, stamp=newest.image.header.stamp)
         vocabulary = active.vocabulary
         rgb = vocabulary.colors_for(result.labels)
         self.points_pub.publish(
@@ -456,10 +572,20 @@ class CameraOccupancyNode(Node):
             query=self._runtime["query"],
             **self.lidar_counters,
         )
-        for name, n in self.sync.late_counts.items():
-            values[f"late_{name}"] = n
+        # Per camera: received = used + replaced + undecodable + bad_calibration + dropped +
+        # out_of_order + future + stale + pending (late: sets mapped without the camera).
+        for name, counts in self.sync.counters.snapshot().items():
+            for key, n in counts.items():
+                values[f"{key}_{name}"] = n
+        values.update(
+            time_jumps=self.sync.time_jumps,
+            future_stamps=self.sync.future_stamps,
+            out_of_order_stamps=self.sync.out_of_order_stamps,
+        )
         for k, v in self.processing_ms.summary().items():
             values[f"processing_time_ms_{k}"] = v
+        for k, v in self.arrival_spread_ms.summary().items():
+            values[f"arrival_spread_ms_{k}"] = v
         vocab_values, vocab_state = vocabulary_diagnostics(status)
         values.update(vocab_values)
         late = [n for n, c in self.sync.late_counts.items() if c]
