@@ -569,3 +569,118 @@ def test_cli_list_fetch_path_verify(server, cache, tmp_path, capsys):
     assert "drive.google.com" in capsys.readouterr().err
     assert cli_main(["weights", "fetch", "nope"]) == 2
     assert cli_main(["weights", "path", "pop3d", "--cache-dir", str(tmp_path / "elsewhere")]) == 2
+
+
+# --- Hugging Face cache, demo and node start-up --------------------------------------------------
+
+
+def _fake_hub_model(hub: Path, repo_id: str, files: dict[str, bytes]) -> Path:
+    """A repository in the Hugging Face cache layout (refs, snapshots -> blobs by sha256)."""
+    folder = hub / ("models--" + repo_id.replace("/", "--"))
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    snap = folder / "snapshots" / commit
+    (folder / "blobs").mkdir()
+    for name, data in files.items():
+        blob = folder / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snap / name).parent.mkdir(parents=True, exist_ok=True)
+        (snap / name).symlink_to(blob)
+    return snap
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "hf"
+    root.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(root))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return root
+
+
+def test_hub_model_in_the_hugging_face_cache_is_found_and_verified(hub):
+    from lidar_ovseg_ros.weights import require_hub_model
+
+    entry = CATALOG["dinov2-large"]
+    with pytest.raises(ModelNotAvailableError, match="fetch dinov2-large"):
+        require_hub_model("facebook/dinov2-large")
+    snap = _fake_hub_model(hub, entry.hf_repo, {"config.json": b"{}"})
+    assert not status(entry).cached  # no weights: not complete
+    weights = b"\x00" * 4096
+    (snap / "model.safetensors").symlink_to(
+        _fake_hub_model(hub / "other", "x/y", {"w": weights}) / "w"
+    )
+    assert status(entry).cached and model_path(entry) == snap
+    require_hub_model("facebook/dinov2-large")
+    require_hub_model("someone/unknown-model")  # not in the catalog: left to from_pretrained
+    assert fetch(entry) == snap  # cached: no download even though HF_HUB_OFFLINE=1
+    assert verify(entry) == []
+    (snap / "model.safetensors").resolve().write_bytes(b"\x01" * 4096)
+    assert any("model.safetensors" in p for p in verify(entry))
+
+
+def test_demo_uses_the_cached_models_and_says_how_to_get_them(server, cache, hub, tmp_path, capsys):
+    from lidar_ovseg_ros.commands import demo
+    from lidar_ovseg_ros.resources import share_path
+
+    opts = demo.DemoOptions(out=tmp_path / "out", params_file=share_path("config/lidar_ovseg.yaml"))
+    profile, why = demo.resolve_profile(opts)
+    assert profile == "tiny" and "igloss-scalr-plus" in why
+    ckpt = tmp_path / "ckpt_last.pth"
+    ckpt.write_bytes(_checkpoint_bytes(9))
+    tar = tmp_path / CATALOG["igloss-scalr-plus"].filename
+    with tarfile.open(tar, "w") as t:
+        t.add(ckpt, arcname="ckpt/ckpt_last.pth")
+    fetch("igloss-scalr-plus", file=tar)
+    profile, why = demo.resolve_profile(opts)
+    assert profile == "tiny" and "facebook/dinov2-large" in why
+    _fake_hub_model(hub, "facebook/dinov2-large", {"config.json": b"{}", "model.safetensors": b"w"})
+    profile, why = demo.resolve_profile(opts)
+    assert profile == "tiny" and "stabilityai/sd-turbo" in why  # no images, no generator
+    top = "IGLOSS-x"
+    server.files["/t"] = _official_layout_archive(top)
+    ref = tmp_path / "ref"
+    with tarfile.open(fileobj=io.BytesIO(server.files["/t"])) as t:
+        t.extractall(ref, filter="data")
+    real = CATALOG["igloss-prototype-images"]
+    trees = {rel: git_tree_sha1(ref / top / rel) for rel in real.tree_sha1}
+    fetch(dataclasses.replace(real, url=server.url("/t"), tree_sha1=trees), progress=False)
+    assert demo.resolve_profile(opts) == ("full", "checkpoint and models available")
+    assert demo._generator_optional("stabilityai/sd-turbo")  # the 2nd pass uses a preset
+
+    summary = {
+        "profile": "tiny",
+        "profile_reason": "r",
+        "labels_meaningful": False,
+        "passes": [],
+        "processing_time_ms": {},
+        "recorded_bag": "b",
+    }
+    demo._print_summary(summary, tmp_path)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.strip() == demo.real_demo_command()
+    assert "lidar-ovseg weights fetch --all-for igloss --all-for pop3d" in last
+
+
+@pytest.mark.parametrize(
+    ("module", "command"),
+    [
+        ("lidar_ovseg_ros.nodes.lidar_ovseg_node", "lidar-ovseg weights fetch igloss-scalr-plus"),
+        ("lidar_ovseg_ros.nodes.camera_occupancy_node", "lidar-ovseg weights fetch pop3d"),
+    ],
+)
+def test_node_without_model_stops_with_one_line_naming_the_fetch_command(module, command, cache):
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-m", module, "--ros-args", "-p", "profile:=full"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 1
+    lines = [line for line in res.stderr.splitlines() if "start-up failed" in line]
+    assert len(lines) == 1 and command in lines[0], res.stderr[-2000:]
+    assert "Traceback" not in res.stderr

@@ -104,18 +104,56 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+REAL_DEMO_COMMAND = (
+    "lidar-ovseg weights fetch --all-for igloss --all-for pop3d && bash scripts/demo.sh"
+)
+"""What turns the tiny demo into the real one (printed at the end of a tiny run)."""
+
+
+def real_demo_command() -> str:
+    """REAL_DEMO_COMMAND with the `lidar-ovseg` of this environment when it is not on PATH
+    (scripts/demo.sh runs it from .venv)."""
+    import shutil
+
+    exe = Path(sys.prefix) / "bin" / "lidar-ovseg"
+    if shutil.which("lidar-ovseg") or not exe.is_file():
+        return REAL_DEMO_COMMAND
+    try:
+        shown = exe.relative_to(Path.cwd())
+    except ValueError:
+        shown = exe
+    return REAL_DEMO_COMMAND.replace("lidar-ovseg", str(shown), 1)
+
+
+def _cached(name: str) -> bool:
+    from lidar_ovseg_ros.weights import status
+
+    return status(name).cached
+
+
 def resolve_profile(opts: DemoOptions) -> tuple[str, str]:
-    """'full' when weights are at hand, else the tiny built-in profile; with the reason."""
+    """'full' when weights are at hand (given, or in the model cache), else the tiny built-in
+    profile; with the reason."""
     if opts.profile in ("tiny", "full"):
         return opts.profile, f"profile '{opts.profile}' requested"
-    if not opts.checkpoint:
-        return "tiny", "no ScaLR+ checkpoint configured (--checkpoint)"
-    if not Path(opts.checkpoint).expanduser().is_file():
+    if opts.checkpoint and not Path(opts.checkpoint).expanduser().is_file():
         return "tiny", f"checkpoint not found: {opts.checkpoint}"
-    missing = [m for m in _model_ids(opts.params_file) if not _model_available(m)]
+    if not opts.checkpoint and not _cached("igloss-scalr-plus"):
+        return "tiny", "no ScaLR+ checkpoint (--checkpoint, or the cached igloss-scalr-plus)"
+    feature_model, generator_model = _model_ids(opts.params_file)
+    needed = [feature_model]
+    if not _generator_optional(generator_model):
+        needed.append(generator_model)
+    missing = [m for m in needed if not _model_available(m)]
     if missing:
-        return "tiny", f"models neither local nor cached and no hub reachable: {missing}"
+        return "tiny", f"models neither local nor cached: {missing}"
     return "full", "checkpoint and models available"
+
+
+def _generator_optional(generator_model: str) -> bool:
+    """The paper's prototype images make the generator unnecessary for the presets (the second
+    pass then switches to the semantickitti preset instead of free class names)."""
+    return _cached("igloss-prototype-images") and not _model_available(generator_model)
 
 
 def _model_ids(params_file: Path) -> list[str]:
@@ -134,6 +172,15 @@ def _model_ids(params_file: Path) -> list[str]:
 def _model_available(model_id: str) -> bool:
     if Path(model_id).expanduser().is_dir():
         return True
+    from lidar_ovseg_ros.weights import require_hub_model
+    from lidar_ovseg_ros.weights.catalog import HF_IDS
+
+    if model_id in HF_IDS:  # the catalog knows which files make it complete
+        try:
+            require_hub_model(model_id)
+            return True
+        except FileNotFoundError:
+            return False
     try:
         from huggingface_hub import snapshot_download
 
@@ -245,8 +292,8 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     if profile == "tiny":
         print(
             "\n*** NOTE: running the small BUILT-IN model profile ('tiny'): untrained tiny "
-            f"networks, so the labels are NOT meaningful ({why}). Give a ScaLR+ checkpoint "
-            "(--checkpoint) with DINOv2/sd-turbo available locally for real labels. ***\n",
+            f"networks, so the labels are NOT meaningful ({why}). For real labels: "
+            f"{real_demo_command()} ***\n",
             flush=True,
         )
     else:
@@ -344,16 +391,24 @@ def _drive(
             "building the first vocabulary",
             proc,
         )
-        vocabularies = [None, opts.switch_to or DEFAULT_SWITCH]
+        second: list[str] | str = opts.switch_to or DEFAULT_SWITCH
+        if profile == "full" and not opts.switch_to:
+            _, generator_model = _model_ids(opts.params_file)
+            if _generator_optional(generator_model):
+                second = "semantickitti"  # a preset with the paper's images: no generator
+        vocabularies = [None, second]
         for index, names in enumerate(vocabularies):
             if names is not None:
                 before = probe.vocabulary["active"]["fingerprint"]
                 client = probe_node.create_client(SetParameters, "/lidar_ovseg_node/set_parameters")
                 if not client.wait_for_service(timeout_sec=30):
                     raise TimeoutError("the node's parameter service did not appear")
-                req = SetParameters.Request(
-                    parameters=[Parameter("vocabulary", value=list(names)).to_parameter_msg()]
+                param = (
+                    Parameter("vocabulary_file", value=names)
+                    if isinstance(names, str)
+                    else Parameter("vocabulary", value=list(names))
                 )
+                req = SetParameters.Request(parameters=[param.to_parameter_msg()])
                 future = client.call_async(req)
                 _wait(future.done, 30, "setting the vocabulary parameter", proc)
                 result = future.result().results[0]
@@ -502,6 +557,12 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
             print(f"  image: {image}")
     print(f"recorded outputs: {summary['recorded_bag']}")
     print(f"summary: {out / 'summary.json'}")
+    if summary["profile"] == "tiny" or (cam and cam["profile"] == "tiny"):
+        print(
+            "\nThis was the tiny built-in profile (untrained). For the real demo (IGLOSS + "
+            "POP-3D weights, the paper's prototype images), run:\n"
+            f"  {real_demo_command()}"
+        )
 
 
 def _camera_stage(
@@ -518,7 +579,8 @@ def _camera_stage(
     from lidar_ovseg_ros.viz import render_bev, render_heat_bev
     from lidar_ovseg_ros.vocabulary import load_vocabulary
 
-    profile = "full" if opts.pop3d_weights else "tiny"
+    cached = _cached("pop3d") and _model_available("openai/clip-vit-base-patch16")
+    profile = "full" if opts.pop3d_weights or cached else "tiny"
     if profile == "tiny":
         print(
             "[demo] camera stage: POP-3D tiny built-in profile (untrained): the voxel map is NOT "
@@ -542,7 +604,9 @@ def _camera_stage(
         "wait:=2.0",
     ]
     if opts.pop3d_weights:
-        cmd += ["-p", f"weights:={opts.pop3d_weights}", "-p", f"device:={opts.device}"]
+        cmd += ["-p", f"weights:={opts.pop3d_weights}"]
+    if profile == "full":  # without --pop3d-weights: the cached pop3d weights
+        cmd += ["-p", f"device:={opts.device}"]
     log = (out / "camera_node.log").open("w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     probe = Node("demo_camera_probe", context=context)

@@ -23,7 +23,13 @@ def register(subparsers) -> None:
 
     fe = sub.add_parser("fetch", help="download and install models into the cache")
     fe.add_argument("names", nargs="*", metavar="NAME", help="catalog names (see `list`)")
-    fe.add_argument("--all-for", metavar="METHOD", help="every model a method needs")
+    fe.add_argument(
+        "--all-for",
+        metavar="METHOD",
+        action="append",
+        default=[],
+        help="every model a method needs (repeatable): igloss, pop3d, openscene, 3d-avs, ...",
+    )
     fe.add_argument(
         "--optional", action="store_true", help="with --all-for: also the optional models"
     )
@@ -80,8 +86,8 @@ def run_fetch(args: argparse.Namespace) -> int:
     from lidar_ovseg_ros.weights import entries_for, fetch, get_entry
 
     names = list(args.names)
-    if args.all_for:
-        names += [e.name for e in entries_for(args.all_for) if e.required or args.optional]
+    for method in args.all_for:
+        names += [e.name for e in entries_for(method) if e.required or args.optional]
     if not names:
         raise ValueError("name at least one model, or --all-for METHOD (see `weights list`)")
     if args.file and len(names) != 1:

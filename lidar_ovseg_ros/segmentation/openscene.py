@@ -23,7 +23,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -211,22 +210,32 @@ class OpenSceneSegmenter:
 
         device = cfg.resolved_device()
         net_cfg = cfg.network_config()
+        checkpoint = cfg.checkpoint
         if cfg.profile == "full":
-            if cfg.checkpoint is None:
+            from lidar_ovseg_ros.weights import (
+                ModelNotAvailableError,
+                require_hub_model,
+                resolve_model_file,
+            )
+
+            try:  # no checkpoint, or a catalog name: the model from the cache
+                path = resolve_model_file(checkpoint, "openscene-nuscenes-openseg")
+            except ModelNotAvailableError as exc:
                 raise CheckpointNotFoundError(
                     "OpenScene profile 'full' needs the official checkpoint "
-                    "(nuscenes_openseg.pth.tar): set checkpoint"
-                )
-            path = Path(cfg.checkpoint).expanduser()
+                    f"(nuscenes_openseg.pth.tar): set checkpoint, or {exc}"
+                ) from None
             if not path.is_file():
                 raise CheckpointNotFoundError(f"checkpoint file not found: {path}")
+            checkpoint = str(path)
+            require_hub_model(cfg.resolved_text_model)
         else:
             _LOG.warning(UNTRAINED_WARNING)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(TINY_SEED if cfg.profile == "tiny" else cfg.seed)
             model = MinkUNet(net_cfg)
-        if cfg.checkpoint is not None:
-            load_openscene_checkpoint(model, cfg.checkpoint)
+        if checkpoint is not None:
+            load_openscene_checkpoint(model, checkpoint)
         model = model.to(device)
         if cfg.profile == "tiny":
             text = ClipTextEncoder.tiny(TINY_FEATURE_DIM, seed=TINY_SEED, device=device)

@@ -81,7 +81,7 @@ class ModelEntry:
     manual: str | None = None
     """For entries a script cannot download: the page a person opens."""
     required: bool = True
-    """Needed by its methods at start-up (False: only for some uses, e.g. text-to-image)."""
+    """Fetched by `fetch --all-for METHOD` (False: only with --optional; e.g. text-to-image)."""
     notice: str | None = None
     """Shown when fetched and when first used (licence restrictions)."""
 
@@ -150,7 +150,6 @@ _ENTRIES = (
                 "ccc003b48794c134e733ca1e6f65fb39b0444e16"
             ),
         },
-        required=False,
     ),
     ModelEntry(
         name="dinov2-large",

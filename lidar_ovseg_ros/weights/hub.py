@@ -17,6 +17,11 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _hub_cache() -> str | None:
+    """`HF_HUB_CACHE` as set now (huggingface_hub reads it once, at import); None: its default."""
+    return os.environ.get("HF_HUB_CACHE") or None
+
+
 def _complete(entry: ModelEntry, folder: Path) -> bool:
     return all((folder / f).is_file() for f in entry.hf_required)
 
@@ -28,7 +33,10 @@ def cached_snapshot(entry: ModelEntry) -> Path | None:
     try:
         folder = Path(
             snapshot_download(
-                entry.hf_repo, allow_patterns=list(entry.allow_patterns), local_files_only=True
+                entry.hf_repo,
+                allow_patterns=list(entry.allow_patterns),
+                local_files_only=True,
+                cache_dir=_hub_cache(),
             )
         )
     except Exception:
@@ -49,7 +57,7 @@ def fetch_snapshot(entry: ModelEntry, progress: bool = True) -> Path:
             "downloading it; unset HF_HUB_OFFLINE (or copy a Hugging Face cache holding it to "
             "$HF_HOME)"
         )
-    kwargs = {}
+    kwargs = {"cache_dir": _hub_cache()}
     if not progress:
         from huggingface_hub.utils import disable_progress_bars
 
