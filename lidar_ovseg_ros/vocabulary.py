@@ -30,6 +30,9 @@ MAX_CLASSES = 256
 
 MAX_NAME_LENGTH = 64
 
+MAX_FILE_BYTES = 1 << 20
+"""Largest vocabulary file read (1 MiB): 256 classes with many prompts fit in a few kB."""
+
 _CLASS_KEYS = {"name", "prompts", "color", "exemplars"}
 _TOP_KEYS = {"name", "description", "classes"}
 _HEX_COLOR = re.compile(r"^#?([0-9a-fA-F]{6})$")
@@ -133,6 +136,11 @@ class Vocabulary:
         """A vocabulary from bare class names: one prompt per class, automatic colours."""
         if isinstance(names, str) or not isinstance(names, Sequence):
             raise VocabularyError("a vocabulary must be a list of class names")
+        for i, n in enumerate(names):
+            if not isinstance(n, str):
+                raise VocabularyError(
+                    f"class #{i}: {n!r} is a {type(n).__name__}; class names must be strings"
+                )
         entries = [{"name": n} for n in names]
         return cls.from_dict({"name": name, "classes": entries})
 
@@ -158,17 +166,57 @@ class Vocabulary:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Vocabulary:
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise VocabularyError(f"vocabulary file not found: {path}")
+        """Read a vocabulary file; every way a file can be bad raises VocabularyError with the
+        reason (missing, a directory, unreadable, over MAX_FILE_BYTES, not UTF-8, not YAML,
+        nested too deep, not the schema)."""
+        text, path = read_vocabulary_text(path)
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise VocabularyError(f"{path}: not valid YAML: {exc}") from exc
+        except RecursionError as exc:
+            raise VocabularyError(f"{path}: YAML nested too deep to parse") from exc
         try:
             return cls.from_dict(data, base_dir=path.parent)
         except VocabularyError as exc:
             raise VocabularyError(f"{path}: {exc}") from exc
+        except RecursionError as exc:
+            raise VocabularyError(f"{path}: nested too deep") from exc
+
+
+def read_vocabulary_text(spec: str | Path) -> tuple[str, Path]:
+    """The text of a vocabulary file, or VocabularyError naming why it cannot be used."""
+    try:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            raise VocabularyError(f"vocabulary file is a directory, not a file: {path}")
+        if not path.exists():
+            raise VocabularyError(f"vocabulary file not found: {path}")
+        if not path.is_file():
+            raise VocabularyError(f"vocabulary file is not a regular file: {path}")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise VocabularyError(
+                f"vocabulary file {path} is {size} bytes; the limit is {MAX_FILE_BYTES}"
+            )
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)  # the file may have grown since stat()
+    except VocabularyError:
+        raise
+    except PermissionError as exc:
+        raise VocabularyError(f"vocabulary file {spec}: permission denied") from exc
+    except (OSError, ValueError) as exc:  # I/O errors; ValueError: an embedded NUL in the path
+        raise VocabularyError(f"vocabulary file {spec!r} cannot be read: {exc}") from exc
+    if len(raw) > MAX_FILE_BYTES:
+        raise VocabularyError(f"vocabulary file {path} is over the {MAX_FILE_BYTES}-byte limit")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise VocabularyError(
+            f"{path}: not UTF-8 text (byte {exc.start}: {raw[exc.start : exc.start + 1]!r}); "
+            "save the file as UTF-8"
+        ) from exc
+    return text, path
 
 
 def _auto_color(i: int) -> tuple[int, int, int]:
@@ -213,6 +261,10 @@ def _parse_class(
             f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(_CLASS_KEYS)}"
         )
     name = entry.get("name")
+    if name is not None and not isinstance(name, str):
+        raise VocabularyError(
+            f"class #{i}: the name {name!r} is a {type(name).__name__}; names must be strings"
+        )
     if not isinstance(name, str) or not name.strip():
         raise VocabularyError(f"class #{i}: the name is empty or missing")
     name = name.strip()
@@ -305,7 +357,17 @@ def load_preset(name: str, official_images: bool = True) -> Vocabulary:
 
 def load_vocabulary(spec: str | Path) -> Vocabulary:
     """A preset name, or a path to a vocabulary YAML file."""
+    if not isinstance(spec, str | Path):
+        raise VocabularyError(f"a vocabulary file must be a path or preset name, got {spec!r}")
     text = str(spec)
-    if text.endswith((".yaml", ".yml")) or "/" in text:
-        return Vocabulary.from_yaml(text)
-    return load_preset(text)
+    if not text.strip():
+        raise VocabularyError("the vocabulary file name is empty")
+    try:
+        if text.endswith((".yaml", ".yml")) or "/" in text:
+            return Vocabulary.from_yaml(text)
+        return load_preset(text)
+    except VocabularyError:
+        raise
+    except (OSError, ValueError, RecursionError, MemoryError) as exc:
+        # e.g. a name too long for the file system; never let a bad name escape unexplained
+        raise VocabularyError(f"vocabulary {text[:200]!r}: {type(exc).__name__}: {exc}") from exc

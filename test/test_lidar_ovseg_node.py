@@ -209,7 +209,8 @@ def test_runtime_vocabulary_swaps_atomically(running, nuscenes_frame):
     ("param", "needle"),
     [
         (Parameter("vocabulary", value=["car", "Car"]), "duplicate"),
-        (Parameter("vocabulary", value=""), "empty"),
+        (Parameter("vocabulary_file", value=""), "empty"),
+        (Parameter("vocabulary", value=[True, False]), "STRING_ARRAY"),
         (Parameter("vocabulary_file", value="/nonexistent/vocab.yaml"), "not found"),
         (Parameter("vocabulary_file", value="cityscapes"), "no vocabulary preset"),
     ],
@@ -299,6 +300,25 @@ def test_node_process_sigint_and_missing_checkpoint(node_process, tmp_path):
         ]
     )
     assert proc.poll() is None
+    # A runtime refusal is answered; the process neither dies nor claims a start-up failure.
+    harness = RosHarness()
+    try:
+        client = harness.make_node("h1_client").create_client(
+            SetParameters, f"{NODE}/set_parameters"
+        )
+        assert client.wait_for_service(120), "the node process never offered its parameters"
+        deep = tmp_path / "deep.yaml"
+        deep.write_text("classes: " + "[" * 20_000 + "]" * 20_000 + "\n")
+        req = SetParameters.Request(
+            parameters=[Parameter("vocabulary_file", value=str(deep)).to_parameter_msg()]
+        )
+        future = client.call_async(req)
+        assert wait_for(future.done, 60), "the set-parameters call got no answer"
+        result = future.result().results[0]
+        assert not result.successful and "nested too deep" in result.reason
+    finally:
+        harness.shutdown()
+    assert proc.poll() is None, "the node died on a refused vocabulary file"
     # A missing checkpoint stops start-up with an error naming the path, and no traceback.
     missing = tmp_path / "no_such_ckpt.pth"
     res = subprocess.run(
@@ -318,3 +338,118 @@ def test_node_process_sigint_and_missing_checkpoint(node_process, tmp_path):
     )
     assert res.returncode == 1
     assert str(missing) in res.stderr and "Traceback" not in res.stderr
+
+
+# -- hostile vocabulary sources and callbacks (issue 9 items 1 and 3) ------------------------------
+
+
+def hostile_vocabulary_source(kind: str, tmp_path) -> str:
+    """A vocabulary_file value that is broken in one way; each must be refused with its reason."""
+    import os
+
+    path = tmp_path / f"{kind}.yaml"
+    if kind == "latin1":
+        path.write_bytes("classes:\n  - caf\xe9\n  - road\n".encode("latin-1"))
+    elif kind == "binary":
+        path.write_bytes(bytes(range(128, 256)) * 4)
+    elif kind == "deep":
+        path.write_text("classes: " + "[" * 20_000 + "]" * 20_000 + "\n")
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "huge":
+        path.write_text("# padding\n" * (110_000) + "classes: [car]\n")  # 1.1 MB
+    elif kind == "bools":
+        path.write_text("classes: [true, false]\n")
+    elif kind == "numbers":
+        path.write_text("classes:\n  - name: 12\n")
+    elif kind == "io_error":
+        return "/proc/self/mem"  # a regular file whose read fails with EIO
+    elif kind == "permission":
+        path.write_text("classes: [car]\n")
+        path.chmod(0)
+        try:
+            path.read_bytes()
+        except PermissionError:
+            return str(path)
+        if os.getpid() != 1 and os.path.exists("/proc/1/mem"):
+            return "/proc/1/mem"  # as root: another process's memory is refused
+        pytest.skip("cannot make a file unreadable here")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("kind", "needle"),
+    [
+        ("latin1", "not UTF-8"),
+        ("binary", "not UTF-8"),
+        ("deep", "nested too deep"),
+        ("directory", "is a directory"),
+        ("huge", "limit"),
+        ("bools", "got True"),
+        ("numbers", "names must be strings"),
+        ("io_error", "Input/output error"),
+        ("permission", "ermission denied"),
+    ],
+)
+def test_hostile_vocabulary_file_is_refused_with_its_reason(
+    running, nuscenes_frame, tmp_path, kind, needle
+):
+    node, probe = running
+    before = probe.vocabulary_state()
+    source = hostile_vocabulary_source(kind, tmp_path)
+    result = probe.set(Parameter("vocabulary_file", value=source))
+    assert result and not result[0].successful and needle in result[0].reason, result
+    # The node answers, the old vocabulary stays active and keeps labeling.
+    out = probe.publish_and_wait(cloud_msg(nuscenes_frame.points[:5000], stamp_sec=700))
+    colours = {tuple(c) for c in unpack_rgb(decode_fields(out)["rgb"]).tolist()}
+    assert colours <= palette(before["active"])
+    assert probe.vocabulary_state()["active"]["fingerprint"] == before["active"]["fingerprint"]
+    assert node.get_parameter("vocabulary_file").value != source
+
+
+@pytest.mark.parametrize("value", [[True, False], [1, 2], [1.5]])
+def test_non_string_vocabulary_values_are_refused(running, value):
+    _node, probe = running
+    before = probe.vocabulary_state()
+    result = probe.set(Parameter("vocabulary", value=value))[0]
+    assert not result.successful and "STRING_ARRAY" in result.reason
+    assert probe.vocabulary_state()["active"]["fingerprint"] == before["active"]["fingerprint"]
+
+
+def test_an_exception_in_any_callback_never_takes_the_node_down(running, nuscenes_frame):
+    """A raising parameter callback and a raising subscription callback are logged and
+    counted; the set-parameters call still gets an answer and clouds are still labeled."""
+    from rcl_interfaces.msg import SetParametersResult
+
+    node, probe = running
+    errors = node.callback_errors
+
+    def explode(params):
+        if any(p.name == "max_markers" for p in params):
+            raise RuntimeError("boom in a parameter callback")
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(explode)
+    try:
+        result = probe.set(Parameter("max_markers", value=123))[0]
+    finally:
+        node.remove_on_set_parameters_callback(explode)
+    assert not result.successful and "boom" in result.reason
+    assert node.callback_errors == errors + 1
+
+    def explode_msg(msg):
+        raise ValueError("boom in a subscription callback")
+
+    sub = node.create_subscription(String, "/h1_boom", explode_msg, 10)
+    pub = probe.node.create_publisher(String, "/h1_boom", 10)
+    try:
+        assert wait_for(lambda: pub.get_subscription_count() > 0, 10)
+        pub.publish(String(data="x"))
+        assert wait_for(lambda: node.callback_errors == errors + 2, 10)
+    finally:
+        node.destroy_subscription(sub)
+        probe.node.destroy_publisher(pub)
+    out = probe.publish_and_wait(cloud_msg(nuscenes_frame.points[:5000], stamp_sec=710))
+    assert out.width == 5000
+    assert probe.set(Parameter("max_markers", value=20000))[0].successful
+    assert wait_for(lambda: int(probe.latest_diag_values().get("callback_errors", 0)) >= 2, 10)

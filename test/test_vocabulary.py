@@ -111,3 +111,31 @@ def test_fingerprint_tracks_what_changes_labels():
     b = Vocabulary.from_names(["car", "tree"])
     c = Vocabulary.from_names(["tree", "car"])
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+def test_every_file_error_is_a_vocabulary_error(tmp_path: Path):
+    """Decode, YAML, recursion, I/O, directory, size and type errors all name their reason."""
+    from lidar_ovseg_ros.vocabulary import MAX_FILE_BYTES
+
+    cases = {
+        "latin1.yaml": ("classes: [caf\xe9]\n".encode("latin-1"), "not UTF-8"),
+        "deep.yaml": (b"classes: " + b"[" * 20_000 + b"]" * 20_000, "nested too deep"),
+        "big.yaml": (b"#" * (MAX_FILE_BYTES + 1), "limit"),
+        "bools.yaml": (b"classes: [true, false]\n", "got True"),
+        "num.yaml": (b"classes:\n  - name: 3\n", "names must be strings"),
+    }
+    for name, (data, needle) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(VocabularyError, match=needle):
+            load_vocabulary(tmp_path / name)
+    (tmp_path / "dir.yaml").mkdir()
+    with pytest.raises(VocabularyError, match="is a directory"):
+        load_vocabulary(tmp_path / "dir.yaml")
+    with pytest.raises(VocabularyError, match="Input/output error"):
+        load_vocabulary("/proc/self/mem")
+    with pytest.raises(VocabularyError):
+        load_vocabulary("x" * 5000)  # a preset name too long for the file system
+    with pytest.raises(VocabularyError, match="empty"):
+        load_vocabulary("  ")
+    with pytest.raises(VocabularyError, match="must be strings"):
+        Vocabulary.from_names([True, False])  # type: ignore[list-item]

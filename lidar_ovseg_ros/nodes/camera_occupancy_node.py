@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -31,6 +30,7 @@ from lidar_ovseg_ros.latest_worker import LatestWorker
 from lidar_ovseg_ros.models.pop3d import NUSCENES_CAMERAS
 from lidar_ovseg_ros.nodes.common import (
     DiagnosticsPublisher,
+    GuardedNode,
     RollingStats,
     VocabularyParameters,
     VocabularyPublisher,
@@ -166,7 +166,7 @@ def probe_image(msg: Any) -> tuple[int, int]:
     return probe_raw(msg.height, msg.width, msg.encoding, msg.step, len(msg.data))
 
 
-class CameraOccupancyNode(Node):
+class CameraOccupancyNode(GuardedNode):
     """The camera-based open-vocabulary occupancy node."""
 
     def __init__(self, **node_kwargs: Any) -> None:
@@ -566,6 +566,7 @@ class CameraOccupancyNode(Node):
         values.update(
             dropped_stale=self.worker.dropped,
             worker_errors=self.worker.failed,
+            callback_errors=self.callback_errors,
             device=str(self.model.device),
             profile=self.params.profile,
             last_problem=last_problem,

@@ -5,6 +5,8 @@ Everything here converts between ROS messages/parameters and the ROS-free core; 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import sys
 import threading
@@ -18,6 +20,11 @@ from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, Vector3
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import (
+    InvalidParameterTypeException,
+    InvalidParameterValueException,
+    ParameterNotDeclaredException,
+)
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -84,13 +91,20 @@ def stamp_to_seconds(stamp: TimeMsg) -> float:
 
 
 def parse_vocabulary_names(value: Any) -> Vocabulary:
-    """`vocabulary` parameter: a string array, or one comma-separated string."""
+    """`vocabulary` parameter: a list of class-name strings (or one comma-separated string).
+
+    Anything but strings is refused: `[true, false]` must not become classes "True"/"False"."""
     if isinstance(value, str):
-        names = [n.strip() for n in value.split(",")]
         if value.strip() == "":
             raise VocabularyError("the vocabulary is empty: give at least one class")
+        names = [n.strip() for n in value.split(",")]
     elif isinstance(value, list | tuple):
-        names = [str(n).strip() for n in value]
+        bad = [n for n in value if not isinstance(n, str)]
+        if bad:
+            raise VocabularyError(
+                f"class names must be strings; got {bad[0]!r} ({type(bad[0]).__name__})"
+            )
+        names = [n.strip() for n in value]
     else:
         raise VocabularyError(
             f"'vocabulary' must be a list of class names or a comma-separated string, "
@@ -99,69 +113,159 @@ def parse_vocabulary_names(value: Any) -> Vocabulary:
     return Vocabulary.from_names(names, name="parameter")
 
 
-class VocabularyParameters:
-    """Declares `vocabulary` and `vocabulary_file`, validates changes, and drives the switcher.
+def _vocabulary_list(value: Any) -> list[str]:
+    """The `vocabulary` value as the list it is declared as (None/'' -> [], 'a, b' -> [a, b])."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [n.strip() for n in value.split(",")] if value.strip() else []
+    return list(value)
 
-    Validation happens in the set-parameters callback, so `ros2 param set` reports a refused
-    vocabulary with its reason and the active one stays. Accepted ones build in the background.
+
+class VocabularyParameters:
+    """Declares `vocabulary` (string array) and `vocabulary_file`, validates changes, drives the
+    switcher, and keeps the two parameters consistent with what is active.
+
+    - `vocabulary` is a STRING_ARRAY; a comma-separated string ('car, tree', also as a start-up
+      override) is converted to the list before validation. An empty list means "the classes of
+      `vocabulary_file`"; setting it empty switches back to the file.
+    - After `vocabulary_file` is set, `vocabulary` is set to the file's class names, so
+      `ros2 param dump` restarts with the same classes: at start-up a non-empty `vocabulary` that
+      equals the file's class names uses the file (its prompts and colours); otherwise the list
+      overrides the file.
+    - Validation happens in the set-parameters callback: every source error (missing file,
+      directory, permission, I/O, over 1 MiB, not UTF-8, bad YAML, nested too deep, non-string
+      names, duplicates...) is a refusal with its reason, logged, and the active vocabulary stays.
+      Accepted ones build in the background.
     """
 
-    def __init__(self, node: Node, switcher: VocabularySwitcher) -> None:
+    def __init__(self, node: Node, switcher: VocabularySwitcher | None = None) -> None:
         self._node = node
         self._switcher = switcher
+        self._sync_thread: int | None = None  # the thread writing `vocabulary` back (no rebuild)
+        self._pending_names: list[str] | None = None
+        overrides = getattr(node, "_parameter_overrides", {})  # rclpy keeps -p/params-file here
+        if "vocabulary" in overrides and overrides["vocabulary"].type_ in (
+            Parameter.Type.STRING,
+            Parameter.Type.NOT_SET,  # `vocabulary: []` in a params file arrives unset
+        ):
+            names = _vocabulary_list(overrides["vocabulary"].value)
+            overrides["vocabulary"] = Parameter("vocabulary", Parameter.Type.STRING_ARRAY, names)
         node.declare_parameter(
             "vocabulary",
-            "",
+            Parameter.Type.STRING_ARRAY,
             ParameterDescriptor(
                 description=(
-                    "Class names to look for, e.g. ['car', 'tree'] or 'car, tree'. "
-                    "Non-empty overrides vocabulary_file."
+                    "Class names to look for, e.g. ['car', 'tree'] (a comma-separated string "
+                    "'car, tree' is converted). Empty: the classes of vocabulary_file. After "
+                    "vocabulary_file is set this shows the file's class names."
                 ),
-                dynamic_typing=True,
             ),
         )
+        if self._node.get_parameter_or("vocabulary").value is None:
+            node.set_parameters([Parameter("vocabulary", Parameter.Type.STRING_ARRAY, [])])
         node.declare_parameter(
             "vocabulary_file",
             "nuscenes",
-            ParameterDescriptor(description="Vocabulary preset name or YAML file path."),
+            ParameterDescriptor(
+                description=(
+                    "Vocabulary preset name (nuscenes, semantickitti) or YAML file path "
+                    "(UTF-8, at most 1 MiB). Used when 'vocabulary' is empty."
+                )
+            ),
         )
+        node.add_pre_set_parameters_callback(self._pre_set)
         node.add_on_set_parameters_callback(self._on_set)
+        node.add_post_set_parameters_callback(self._post_set)
+
+    def attach(self, switcher: VocabularySwitcher | None) -> None:
+        """The switcher accepted vocabularies go to (None while the model is not loaded)."""
+        self._switcher = switcher
 
     def initial(self) -> tuple[Vocabulary, str]:
         """The start-up vocabulary; raises VocabularyError with the reason if invalid."""
-        names = self._node.get_parameter("vocabulary").value
-        if names not in ("", None, []):
-            return parse_vocabulary_names(names), "parameter 'vocabulary'"
+        names = _vocabulary_list(self._node.get_parameter("vocabulary").value)
         spec = self._node.get_parameter("vocabulary_file").value
+        if names:
+            listed = parse_vocabulary_names(names)
+            try:
+                from_file = load_vocabulary(spec)
+            except VocabularyError:
+                return listed, "parameter 'vocabulary'"
+            if from_file.names == listed.names:  # written back after vocabulary_file was set
+                return from_file, f"vocabulary_file '{spec}'"
+            return listed, "parameter 'vocabulary'"
         return load_vocabulary(spec), f"vocabulary_file '{spec}'"
 
-    def _on_set(self, params: list[Parameter]) -> SetParametersResult:
-        requests: list[tuple[Vocabulary, str]] = []
+    def _syncing(self) -> bool:
+        return self._sync_thread == threading.get_ident()
+
+    def _pre_set(self, params: list[Parameter]) -> list[Parameter]:
+        out = []
         for p in params:
-            try:
-                if p.name == "vocabulary":
-                    if p.value in ("", None, []):
-                        return SetParametersResult(
-                            successful=False,
-                            reason="the vocabulary is empty: give at least one class name",
-                        )
-                    requests.append((parse_vocabulary_names(p.value), "parameter 'vocabulary'"))
-                elif p.name == "vocabulary_file":
-                    if p.type_ != Parameter.Type.STRING:
-                        return SetParametersResult(
-                            successful=False, reason="'vocabulary_file' must be a string"
-                        )
-                    requests.append((load_vocabulary(p.value), f"vocabulary_file '{p.value}'"))
-            except VocabularyError as exc:
-                self._node.get_logger().warning(f"refused {p.name}: {exc}")
-                return SetParametersResult(successful=False, reason=str(exc))
-        for vocabulary, source in requests:
-            self._node.get_logger().info(
-                f"building vocabulary '{vocabulary.name}' ({len(vocabulary)} classes) "
-                f"from {source} in the background; the active one keeps labeling"
-            )
+            if p.name == "vocabulary" and (
+                p.type_ == Parameter.Type.STRING
+                or (isinstance(p.value, list | tuple | np.ndarray) and len(p.value) == 0)
+            ):
+                # 'car, tree' -> [car, tree]; an empty list of any type (the CLI sends `[]` as
+                # a bool array) -> the empty string array.
+                p = Parameter("vocabulary", Parameter.Type.STRING_ARRAY, _vocabulary_list(p.value))
+            out.append(p)
+        return out
+
+    def _refuse(self, name: str, reason: str) -> SetParametersResult:
+        self._node.get_logger().warning(f"refused {name}: {reason}")
+        return SetParametersResult(successful=False, reason=reason)
+
+    def _on_set(self, params: list[Parameter]) -> SetParametersResult:
+        if self._syncing():
+            return SetParametersResult(successful=True)
+        mine = {p.name: p for p in params if p.name in ("vocabulary", "vocabulary_file")}
+        if not mine:
+            return SetParametersResult(successful=True)
+        self._pending_names = None
+        try:
+            if "vocabulary_file" in mine:
+                p = mine["vocabulary_file"]
+                if p.type_ != Parameter.Type.STRING:
+                    return self._refuse(p.name, "'vocabulary_file' must be a string")
+                request = (load_vocabulary(p.value), f"vocabulary_file '{p.value}'")
+                if "vocabulary" not in mine:
+                    self._pending_names = request[0].names
+            if "vocabulary" in mine:
+                names = _vocabulary_list(mine["vocabulary"].value)
+                if names:
+                    request = (parse_vocabulary_names(names), "parameter 'vocabulary'")
+                elif "vocabulary_file" not in mine:  # cleared: back to the file's classes
+                    spec = self._node.get_parameter("vocabulary_file").value
+                    request = (load_vocabulary(spec), f"vocabulary_file '{spec}'")
+        except VocabularyError as exc:
+            return self._refuse(", ".join(mine), str(exc))
+        except Exception as exc:  # never let a bad value escape into the executor
+            return self._refuse(", ".join(mine), f"{type(exc).__name__}: {exc}")
+        vocabulary, source = request
+        self._node.get_logger().info(
+            f"building vocabulary '{vocabulary.name}' ({len(vocabulary)} classes) "
+            f"from {source} in the background; the active one keeps labeling"
+        )
+        if self._switcher is not None:
             self._switcher.request(vocabulary, source)
         return SetParametersResult(successful=True)
+
+    def _post_set(self, params: list[Parameter]) -> None:
+        names, self._pending_names = self._pending_names, None
+        if self._syncing() or names is None:
+            return
+        if not any(p.name == "vocabulary_file" for p in params):
+            return
+        # `vocabulary` shows the file's class names; written without triggering a rebuild.
+        self._sync_thread = threading.get_ident()
+        try:
+            self._node.set_parameters(
+                [Parameter("vocabulary", Parameter.Type.STRING_ARRAY, list(names))]
+            )
+        finally:
+            self._sync_thread = None
 
 
 def vocabulary_status_json(status: SwitchStatus) -> str:
@@ -365,25 +469,114 @@ class RollingStats:
         }
 
 
+class GuardedNode(Node):
+    """A Node whose callbacks can never take the executor down.
+
+    Every subscription, timer and service callback created through this node is wrapped: an
+    exception is logged (throttled), counted in `callback_errors` (reported on /diagnostics) and
+    the executor keeps spinning. Setting parameters never raises out of the parameter service
+    either, and every refused change is logged with its reason.
+    """
+
+    # Class defaults: rclpy creates the parameter services inside Node.__init__, before ours.
+    callback_errors = 0
+    last_callback_error = ""
+
+    def guard(self, callback: Callable[..., Any], what: str) -> Callable[..., Any]:
+        """`callback` wrapped so that an exception is logged and counted, never raised."""
+
+        @functools.wraps(callback)  # keeps the signature rclpy inspects (message info or not)
+        def guarded(*args: Any) -> Any:
+            try:
+                return callback(*args)
+            except Exception as exc:
+                self.callback_failed(what, exc)
+                # A service must still answer: return the (default) response object.
+                return args[1] if what.startswith("service") and len(args) == 2 else None
+
+        return guarded
+
+    def callback_failed(self, what: str, exc: BaseException) -> None:
+        self.callback_errors += 1
+        self.last_callback_error = f"{what}: {type(exc).__name__}: {exc}"
+        with contextlib.suppress(Exception):  # the logger must not turn this into a crash
+            self.get_logger().error(
+                f"{self.last_callback_error} (the node keeps running)", throttle_duration_sec=5.0
+            )
+
+    def create_subscription(self, msg_type: Any, topic: str, callback: Callable, *a, **kw):  # type: ignore[override]
+        return super().create_subscription(
+            msg_type, topic, self.guard(callback, f"subscription {topic}"), *a, **kw
+        )
+
+    def create_timer(self, timer_period_sec: float, callback: Callable, *a, **kw):  # type: ignore[override]
+        return super().create_timer(timer_period_sec, self.guard(callback, "timer"), *a, **kw)
+
+    def create_service(self, srv_type: Any, srv_name: str, callback: Callable, *a, **kw):  # type: ignore[override]
+        return super().create_service(
+            srv_type, srv_name, self.guard(callback, f"service {srv_name}"), *a, **kw
+        )
+
+    def set_parameters_atomically(self, parameter_list: list[Parameter]) -> SetParametersResult:
+        names = ", ".join(p.name for p in parameter_list)
+        try:
+            result = super().set_parameters_atomically(parameter_list)
+        except ParameterNotDeclaredException as exc:
+            result = SetParametersResult(successful=False, reason=str(exc))
+        except Exception as exc:  # a parameter callback failed: refuse, never crash
+            self.callback_failed(f"setting parameter(s) {names}", exc)
+            result = SetParametersResult(
+                successful=False, reason=f"refused after an internal error: {exc}"
+            )
+        if not result.successful:
+            self.get_logger().warning(f"refused parameter(s) {names}: {result.reason}")
+        return result
+
+    def set_parameters(self, parameter_list: list[Parameter]) -> list[SetParametersResult]:  # type: ignore[override]
+        return [self.set_parameters_atomically([p]) for p in parameter_list]
+
+
+STARTUP_ERRORS = (
+    FileNotFoundError,
+    VocabularyError,
+    ValueError,
+    InvalidParameterTypeException,
+    InvalidParameterValueException,
+)
+"""Errors a user can fix before starting again: reported as one line, exit code 1."""
+
+
 def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = None) -> int:
     """The console-script main of a node: spin until Ctrl-C, clean exit, no traceback.
 
     Start-up errors a user can fix (a missing checkpoint, an invalid vocabulary or parameter)
-    print one line and return 1.
+    print one line "start-up failed" and return 1. Once the node runs, an error escaping the
+    executor is logged as a runtime error and the node keeps spinning; it is never reported as a
+    start-up failure.
     """
     rclpy.init(args=args)
     node = None
     code = 0
     try:
-        node = factory()
+        try:
+            node = factory()
+        except STARTUP_ERRORS as exc:
+            print(f"[{name}] start-up failed: {exc}", file=sys.stderr)
+            return 1
         executor = MultiThreadedExecutor(num_threads=2)
         executor.add_node(node)
-        executor.spin()
+        while rclpy.ok():
+            try:
+                executor.spin()
+            except (KeyboardInterrupt, ExternalShutdownException):
+                break
+            except Exception as exc:  # log, count, keep spinning
+                if isinstance(node, GuardedNode):
+                    node.callback_failed("executor", exc)
+                else:
+                    print(f"[{name}] runtime error: {exc}", file=sys.stderr)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except (FileNotFoundError, VocabularyError, ValueError) as exc:
-        print(f"[{name}] start-up failed: {exc}", file=sys.stderr)
-        code = 1
     finally:
         if node is not None:
             node.shutdown()

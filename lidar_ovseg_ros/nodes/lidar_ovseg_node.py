@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Float32
@@ -25,6 +24,7 @@ from visualization_msgs.msg import MarkerArray
 from lidar_ovseg_ros.latest_worker import LatestWorker
 from lidar_ovseg_ros.nodes.common import (
     DiagnosticsPublisher,
+    GuardedNode,
     RollingStats,
     VocabularyParameters,
     VocabularyPublisher,
@@ -97,7 +97,7 @@ def _check_runtime(name: str, value: Any) -> str | None:
     return None
 
 
-class LidarOvsegNode(Node):
+class LidarOvsegNode(GuardedNode):
     """The LiDAR open-vocabulary segmentation node."""
 
     def __init__(self, **node_kwargs: Any) -> None:
@@ -290,6 +290,7 @@ class LidarOvsegNode(Node):
             **counters,
             "dropped_stale": self.worker.dropped,
             "worker_errors": self.worker.failed,
+            "callback_errors": self.callback_errors,
             "device": str(self.segmenter.device),
             "profile": self.params.profile,
             "method": self.params.method,
