@@ -47,6 +47,7 @@ CAPTIONS = [
     ("cars are parked along the curb near palm trees.", ["car", "curb", "palm tree"]),
     ("two police officers standing next to a fire hydrant.", ["police officer", "fire hydrant"]),
     ("a picture of a scene in the background", []),
+    ("alalalalalalalalalalalalal and a car", ["car"]),
     ("", []),
 ]
 

@@ -17,7 +17,7 @@ deterministic and needs no model download:
    "picture", "image", "background", "side", "front", "lot", "group", ...) are dropped, as are
    captioner artefacts (BLIP's "arafed"); a compound led by a noun-like "-ing" word keeps its
    generic head ("parking lot"). A possessive ends a phrase ("a woman's umbrella": woman,
-   umbrella).
+   umbrella). Words longer than `MAX_WORD_LENGTH` (degenerate decoder output) give no tag.
 5. Merging. Equal lemmas merge; then near-synonyms merge when the cosine of their CLIP text
    embeddings reaches `merge_threshold` (the more frequent tag, then the earlier one, names the
    group). Every tag keeps the captions and the sources (camera name, LiDAR sector) it came from.
@@ -113,6 +113,8 @@ _INVARIANT = _words(
     """bus gas lens news series species pants jeans glasses scissors trousers shorts canvas
     grass glass dress class cross chassis bus"""
 )
+MAX_WORD_LENGTH = 20
+"""Longer words are no English nouns of a caption (degenerate decoder output): no tag."""
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
 
 
@@ -196,7 +198,7 @@ def _head(phrase: Sequence[str]) -> str:
     words[-1] = head
     if len(words) == 2 and (words[0] in GENERIC_WORDS or words[0] in ADJECTIVES):
         words = words[1:]
-    if len(head) < 2:
+    if len(head) < 2 or any(len(w) > MAX_WORD_LENGTH for w in words):
         return ""
     # a generic head survives only in a compound led by a noun-like "-ing" word ("parking lot")
     if head in GENERIC_WORDS and not (len(words) == 2 and words[0] in NOUN_ING):
