@@ -684,3 +684,10 @@ def test_node_without_model_stops_with_one_line_naming_the_fetch_command(module,
     lines = [line for line in res.stderr.splitlines() if "start-up failed" in line]
     assert len(lines) == 1 and command in lines[0], res.stderr[-2000:]
     assert "Traceback" not in res.stderr
+
+
+def test_cli_segment_full_without_checkpoint_names_the_fetch_command(cache, capsys):
+    code = cli_main(["segment", "--frame", "nuscenes", "--profile", "full", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "`lidar-ovseg weights fetch igloss-scalr-plus`" in err

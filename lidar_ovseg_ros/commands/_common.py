@@ -27,7 +27,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, sensor: bool = True) ->
         help="'full': ScaLR+ checkpoint + DINOv2-large + sd-turbo (the IGLOSS method); 'tiny' "
         "(default): small UNTRAINED built-in models that run anywhere, labels not meaningful",
     )
-    g.add_argument("--checkpoint", help="backbone weights (ScaLR+ ckpt_last.pth; needed for full)")
+    g.add_argument(
+        "--checkpoint",
+        help="backbone weights: ScaLR+ ckpt_last.pth or a `lidar-ovseg weights` name (profile "
+        "full; default: the cached igloss-scalr-plus)",
+    )
     g.add_argument(
         "--backbone",
         choices=BACKBONE_PRESETS,
