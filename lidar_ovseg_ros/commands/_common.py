@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from lidar_ovseg_ros.commands._openscene import add_openscene_arguments, openscene_config
+from lidar_ovseg_ros.segmentation.base import METHODS
 from lidar_ovseg_ros.segmentation.segmenter import (
     AMP_MODES,
     BACKBONE_PRESETS,
@@ -20,6 +22,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, sensor: bool = True) ->
     options (defaults: those of `SegmenterConfig`, except the profile)."""
     d = SegmenterConfig()
     g = parser.add_argument_group("model")
+    g.add_argument(
+        "--method",
+        choices=METHODS,
+        default="igloss",
+        help="igloss (default): ScaLR+ features + image prototypes; openscene: OpenScene's "
+        "CLIP-aligned MinkUNet, classes by text (see the OpenScene options)",
+    )
     g.add_argument(
         "--profile",
         choices=PROFILES,
@@ -56,6 +65,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, sensor: bool = True) ->
     g.add_argument(
         "--min-score", type=float, default=None, help="points scoring below it get no class (65535)"
     )
+    add_openscene_arguments(parser)
     p = parser.add_argument_group("prototypes")
     p.add_argument(
         "--cache-dir", default=None, help=f"prototype cache (default {d.resolved_cache_dir})"
@@ -84,6 +94,19 @@ def segmenter_config(args: argparse.Namespace, sensor: str) -> SegmenterConfig:
         device=args.device,
         amp=args.amp,
     )
+
+
+def build_segmenter(args: argparse.Namespace, sensor: str) -> tuple[Any, Any]:
+    """(segmenter, its config) of `--method`: IGLOSS `LidarSegmenter` or `OpenSceneSegmenter`."""
+    if getattr(args, "method", "igloss") == "openscene":
+        from lidar_ovseg_ros.segmentation.openscene import OpenSceneSegmenter
+
+        cfg = openscene_config(args)
+        return OpenSceneSegmenter.from_config(cfg), cfg
+    from lidar_ovseg_ros.segmentation.segmenter import LidarSegmenter
+
+    cfg = segmenter_config(args, sensor)
+    return LidarSegmenter.from_config(cfg), cfg
 
 
 class ProgressBar:

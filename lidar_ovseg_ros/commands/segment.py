@@ -10,7 +10,7 @@ import numpy as np
 
 from lidar_ovseg_ros.commands._common import (
     add_model_arguments,
-    segmenter_config,
+    build_segmenter,
 )
 
 DEFAULT_VOCABULARY = {"nuscenes": "nuscenes", "semantickitti": "semantickitti"}
@@ -48,6 +48,10 @@ def register(subparsers) -> None:
     out.add_argument("--overlay", help="camera overlay PNG (needs --frame or --calib)")
     out.add_argument("--camera", help="camera of the overlay (default CAM_FRONT / the first one)")
     out.add_argument("--json", help="summary (counts per class, timings) as JSON")
+    out.add_argument(
+        "--query", help="free-text query (--method openscene): heat map over the points"
+    )
+    out.add_argument("--out-grounding", help="the --query heat map .npy (float32 [N] cosine)")
     p.set_defaults(handler=run)
 
 
@@ -74,7 +78,7 @@ def _load_frame(spec: str):
 
 def run(args: argparse.Namespace) -> int:
     from lidar_ovseg_ros.scan_files import read_scan
-    from lidar_ovseg_ros.segmentation.segmenter import LidarSegmenter
+    from lidar_ovseg_ros.segmentation.base import supports_grounding
     from lidar_ovseg_ros.vocabulary import load_vocabulary
 
     if args.scan is None and args.frame is None:
@@ -96,9 +100,11 @@ def run(args: argparse.Namespace) -> int:
         points, source = frame.points, f"bundled frame '{frame.name}'"
     sensor = sensor or "nuscenes"
     vocabulary = load_vocabulary(args.vocabulary or DEFAULT_VOCABULARY[sensor])
-    cfg = segmenter_config(args, sensor)
-
-    segmenter = LidarSegmenter.from_config(cfg)
+    if args.query and args.method != "openscene":  # checked before any model loads
+        raise ValueError(f"--query needs text-aligned features; method {args.method} has none")
+    segmenter, cfg = build_segmenter(args, sensor)
+    if args.query and not supports_grounding(segmenter):
+        raise ValueError(f"--query needs text-aligned features; method {args.method} has none")
     active = segmenter.set_vocabulary(vocabulary)
     result = segmenter.segment(points)
 
@@ -111,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         f"vocabulary '{active.name}' ({len(vocabulary)} classes, "
-        f"classifier {cfg.classifier}); {len(points) - unlabeled} points labelled, "
+        f"{getattr(cfg, 'classifier', 'text cosine')}, method {args.method}); "
+        f"{len(points) - unlabeled} points labelled, "
         f"{unlabeled} without class"
     )
     for i in np.argsort(-counts):
@@ -120,6 +127,12 @@ def run(args: argparse.Namespace) -> int:
     t = result.timings
     print("timings (ms): " + ", ".join(f"{k} {1e3 * v:.1f}" for k, v in t.items()))
 
+    if args.query:
+        heat = segmenter.grounding(args.query, result)
+        top = np.sort(heat)[::-1][: max(1, len(heat) // 100)]
+        print(f"query '{args.query}': cosine max {heat.max():.3f}, top-1% mean {top.mean():.3f}")
+        if args.out_grounding:
+            np.save(args.out_grounding, heat.astype(np.float32))
     if args.out_labels:
         np.save(args.out_labels, labels)
     if args.out_scores:

@@ -420,3 +420,39 @@ class OpenSceneSegmenter:
             total = cos if total is None else total + cos
         heat[result.passes[0][1] >= 0] = total / len(result.passes)
         return heat
+
+
+# -- OpenScene's nuScenes evaluation protocol (dataset/label_constants.py) ----------------------
+
+# The 43 detailed names the official nuScenes evaluation embeds ("a {} in a scene"), and the
+# 16-class id (nuScenes-lidarseg order) each maps to.
+NUSCENES_LABELS_DETAILS = (
+    "barrier", "barricade", "bicycle", "bus", "car", "bulldozer", "excavator", "concrete mixer",
+    "crane", "dump truck", "motorcycle", "person", "pedestrian", "traffic cone", "trailer",
+    "semi trailer", "cargo container", "shipping container", "freight container", "truck",
+    "road", "curb", "traffic island", "traffic median", "sidewalk", "grass", "grassland",
+    "lawn", "meadow", "turf", "sod", "building", "wall", "pole", "awning", "tree", "trunk",
+    "tree trunk", "bush", "shrub", "plant", "flower", "woods",
+)  # fmt: skip
+MAPPING_NUSCENES_DETAILS = (
+    0, 0, 1, 2, 3, 4, 4, 4, 4, 4, 5, 6, 6, 7, 8, 8, 8, 8, 8, 9, 10, 11, 11, 11, 12, 13, 13, 13,
+    13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15,
+)  # fmt: skip
+NUSCENES_LABELS_16 = (
+    "barrier", "bicycle", "bus", "car", "construction vehicle", "motorcycle", "person",
+    "traffic cone", "trailer", "truck", "drivable surface", "other flat", "sidewalk", "terrain",
+    "manmade", "vegetation",
+)  # fmt: skip
+
+
+def nuscenes_details_vocabulary() -> Vocabulary:
+    """The 43 detailed nuScenes names as a vocabulary (one prompt each: the name itself)."""
+    return Vocabulary.from_names(list(NUSCENES_LABELS_DETAILS), name="openscene_nuscenes_details")
+
+
+def map_nuscenes_details(labels: np.ndarray) -> np.ndarray:
+    """Detailed-name ids (0..42) -> 16-class ids; NO_CLASS_ID stays NO_CLASS_ID."""
+    labels = np.asarray(labels)
+    table = np.full(NO_CLASS_ID + 1, NO_CLASS_ID, dtype=np.uint16)
+    table[: len(MAPPING_NUSCENES_DETAILS)] = MAPPING_NUSCENES_DETAILS
+    return table[labels.astype(np.int64)]
