@@ -5,4 +5,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/bootstrap.sh"
 cd "$ROOT"
+# The demo never downloads: it runs the real models when `lidar-ovseg weights fetch` has cached
+# them, else the tiny built-in profile, and its last lines say which command makes it real.
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 exec .venv/bin/lidar-ovseg demo "$@"

@@ -691,3 +691,16 @@ def test_cli_segment_full_without_checkpoint_names_the_fetch_command(cache, caps
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
     assert "`lidar-ovseg weights fetch igloss-scalr-plus`" in err
+
+
+def test_cli_fetch_all_for_offline_reports_each_model_and_sends_nothing(
+    server, cache, hub, monkeypatch, capsys
+):
+    monkeypatch.setenv("LIDAR_OVSEG_OFFLINE", "1")
+    assert cli_main(["weights", "fetch", "--all-for", "igloss", "--all-for", "pop3d"]) == 1
+    err = capsys.readouterr().err
+    for name in ("igloss-scalr-plus", "igloss-prototype-images", "dinov2-large", "pop3d"):
+        assert f"'{name}'" in err, name
+    assert "sd-turbo" not in err  # optional: only with --optional
+    assert "github.com/valeoai/IGLOSS/releases/download/v0.1.0/" in err
+    assert not list(cache.rglob("*.part")) and not (cache / "models").exists()
