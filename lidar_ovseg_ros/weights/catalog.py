@@ -276,8 +276,8 @@ _ENTRIES = (
         kind="file",
         source="pengsongyou/openscene config/nuscenes/ours_openseg_pretrained.yaml "
         "(TEST.model_path)",
-        licence="not stated (pengsongyou/openscene has no LICENSE file): ask the authors before "
-        "any use beyond research",
+        licence="Apache-2.0 (pengsongyou/openscene LICENSE); trained on nuScenes (CC BY-NC-SA "
+        "4.0 data terms)",
         url="https://cvg-data.inf.ethz.ch/openscene/models/nuscenes_openseg.pth.tar",
         filename="nuscenes_openseg.pth.tar",
     ),
