@@ -7,10 +7,12 @@ the tiny network, the ViT-B/16 text tower (12 layers, width 512) for the full on
 is CLIP's tokenizer class built offline with one BPE merge chain per word of the prompts, so
 sentences have about as many tokens as with the real vocabulary. Reports median and p90 per
 stage over the repeats (after one warm-up), the vocabulary encoding (74 nuScenes sub-names x 85
-templates) and a grounding query (85 templates). Prints a markdown table.
+templates) and a grounding query (85 templates). Prints a markdown table. `--lidar` also labels
+the bundled LiDAR scan (34,688 points) from the cameras each run (POP-3D's points branch: its
+cost shows in the heads and labels stages); `--score` picks dot or cosine scoring.
 
 Run: ``.venv/bin/python scripts/bench_occupancy.py [--configs tiny full] [--device cuda]
-[--repeats 5] [--full-repeats 1] [--skip-vocab]``
+[--repeats 5] [--full-repeats 1] [--skip-vocab] [--lidar] [--score dot]``
 """
 
 from __future__ import annotations
@@ -85,7 +87,15 @@ def stats(values: list[float]) -> str:
     return f"{statistics.median(values) * 1e3:,.0f} / {np.percentile(values, 90) * 1e3:,.0f}"
 
 
-def bench(name: str, config: Pop3DConfig, device: str, repeats: int, skip_vocab: bool) -> None:
+def bench(
+    name: str,
+    config: Pop3DConfig,
+    device: str,
+    repeats: int,
+    skip_vocab: bool,
+    lidar: bool = False,
+    score: str = "cosine",
+) -> None:
     frame = load_nuscenes_frame()
     images = {n: c.load_image() for n, c in frame.cameras.items()}
     cams = dict(frame.cameras)
@@ -94,7 +104,8 @@ def bench(name: str, config: Pop3DConfig, device: str, repeats: int, skip_vocab:
     net = Pop3DNetwork(config)
     build = time.perf_counter() - t0
     enc = text_encoder(config, device)
-    pred = OccupancyPredictor(net, enc, device=device)
+    pred = OccupancyPredictor(net, enc, device=device, score=score)
+    points = frame.points[:, :3] if lidar else None
     vocab = nuscenes16_vocabulary()
     if skip_vocab:
         pred.set_vocabulary(vocab[:1])
@@ -102,9 +113,9 @@ def bench(name: str, config: Pop3DConfig, device: str, repeats: int, skip_vocab:
         pred.set_vocabulary(vocab)
     vocab_s = pred.timings["text"]
     runs: dict[str, list[float]] = {s: [] for s in STAGES}
-    pred.predict(images, cams)  # warm-up
+    pred.predict(images, cams, points=points)  # warm-up
     for _ in range(repeats):
-        result = pred.predict(images, cams)
+        result = pred.predict(images, cams, points=points)
         for s in STAGES:
             runs[s].append(pred.timings[s])
     t0 = time.perf_counter()
@@ -116,7 +127,8 @@ def bench(name: str, config: Pop3DConfig, device: str, repeats: int, skip_vocab:
         f"{'x'.join(map(str, config.grid_size))} voxels, {params:.1f} M parameters "
         f"(built in {build:.1f} s), device {device}, {repeats} run(s) after 1 warm-up"
     )
-    print(f"occupied voxels: {result.num_occupied} (random weights)\n")
+    labelled = f", {len(points)} LiDAR points labelled" if lidar else ""
+    print(f"occupied voxels: {result.num_occupied} (random weights){labelled}, score {score}\n")
     print("| stage | median / p90 (ms) |")
     print("|---|---|")
     for s in STAGES:
@@ -138,6 +150,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="runs of the tiny config")
     parser.add_argument("--full-repeats", type=int, default=1, help="runs of the full config")
     parser.add_argument("--skip-vocab", action="store_true", help="encode a 1-class vocabulary")
+    parser.add_argument("--lidar", action="store_true", help="also label the bundled LiDAR scan")
+    parser.add_argument("--score", choices=["dot", "cosine"], default="cosine")
     args = parser.parse_args()
     print(
         f"# POP-3D occupancy pipeline: {platform.processor() or platform.machine()}, "
@@ -147,7 +161,7 @@ def main() -> None:
         cfg = Pop3DConfig.tiny() if name == "tiny" else Pop3DConfig.full()
         reps = args.repeats if name == "tiny" else args.full_repeats
         with torch.inference_mode():
-            bench(name, cfg, args.device, reps, args.skip_vocab)
+            bench(name, cfg, args.device, reps, args.skip_vocab, args.lidar, args.score)
 
 
 if __name__ == "__main__":
