@@ -64,7 +64,9 @@ class LatestWorker(Generic[T]):
                 with self._cond:
                     self.failed += 1
                     self.last_error = f"{type(exc).__name__}: {exc}"
-                _LOG.exception("processing failed")
+                    stopping = self._stopping
+                if not stopping:  # an item cut short by shutdown is counted, not reported
+                    _LOG.exception("processing failed")
             finally:
                 with self._cond:
                     self._busy = False

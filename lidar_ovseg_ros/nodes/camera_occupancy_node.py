@@ -600,9 +600,11 @@ class CameraOccupancyNode(GuardedNode):
             level, message = DiagnosticStatus.OK, "mapping"
         return level, message, values
 
-    def shutdown(self) -> None:
-        self.worker.stop()
-        self.switcher.shutdown()
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop processing: nothing is published after this; the frame in progress is dropped."""
+        self.closing = True
+        self.worker.stop(timeout * 0.6)
+        self.switcher.shutdown(timeout * 0.4)
 
 
 def _transform_to_matrix(t: Any) -> np.ndarray:

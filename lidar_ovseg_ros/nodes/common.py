@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
+import signal
 import sys
 import threading
 import time
@@ -28,6 +30,7 @@ from rclpy.exceptions import (
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.publisher import Publisher
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -35,6 +38,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 from std_msgs.msg import ColorRGBA, Header, String
 from visualization_msgs.msg import Marker, MarkerArray
@@ -469,6 +473,25 @@ class RollingStats:
         }
 
 
+class SafePublisher(Publisher):
+    """A publisher that never publishes once its node is closing and never raises because the
+    context was shut down underneath it (Ctrl-C while a frame is in flight)."""
+
+    owner: GuardedNode | None = None
+
+    def publish(self, msg: Any) -> None:
+        owner = self.owner
+        if owner is not None and owner.closing:
+            return
+        try:
+            super().publish(msg)
+        except Exception:
+            # RCLError "publisher's context is invalid", or the publisher already destroyed:
+            # only expected while shutting down; anything else is a real error.
+            if owner is None or (owner.context.ok() and not owner.closing):
+                raise
+
+
 class GuardedNode(Node):
     """A Node whose callbacks can never take the executor down.
 
@@ -481,6 +504,14 @@ class GuardedNode(Node):
     # Class defaults: rclpy creates the parameter services inside Node.__init__, before ours.
     callback_errors = 0
     last_callback_error = ""
+    closing = False  # set once shutdown starts: nothing is published after it
+
+    def create_publisher(self, msg_type: Any, topic: str, *a: Any, **kw: Any) -> Publisher:  # type: ignore[override]
+        kw.setdefault("publisher_class", SafePublisher)
+        pub = super().create_publisher(msg_type, topic, *a, **kw)
+        if isinstance(pub, SafePublisher):
+            pub.owner = self
+        return pub
 
     def guard(self, callback: Callable[..., Any], what: str) -> Callable[..., Any]:
         """`callback` wrapped so that an exception is logged and counted, never raised."""
@@ -546,40 +577,91 @@ STARTUP_ERRORS = (
 """Errors a user can fix before starting again: reported as one line, exit code 1."""
 
 
-def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = None) -> int:
-    """The console-script main of a node: spin until Ctrl-C, clean exit, no traceback.
+SHUTDOWN_SECONDS = 1.5
+"""Time the node gives its worker and vocabulary build to finish after SIGINT/SIGTERM."""
 
-    Start-up errors a user can fix (a missing checkpoint, an invalid vocabulary or parameter)
-    print one line "start-up failed" and return 1. Once the node runs, an error escaping the
-    executor is logged as a runtime error and the node keeps spinning; it is never reported as a
-    start-up failure.
+
+def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = None) -> int:
+    """The console-script main of a node: spin until SIGINT/SIGTERM, clean exit, no traceback.
+
+    - Start-up errors a user can fix (a missing checkpoint, an invalid vocabulary or parameter)
+      print one line "start-up failed" and return 1; a signal during start-up exits 0.
+    - Once running, an error escaping the executor is logged and counted as a runtime error
+      and the node keeps spinning; it is never reported as a start-up failure.
+    - SIGINT and SIGTERM are handled here (rclpy's handlers are not installed): the first one
+      requests shutdown, later ones are ignored (a terminal's and launch's both arrive), so no
+      KeyboardInterrupt lands in a thread join. Nothing is published after shutdown starts. The
+      process exits 0 within about SHUTDOWN_SECONDS; a worker still inside a model forward pass
+      after that is abandoned with os._exit instead of risking an abort at interpreter exit.
     """
-    rclpy.init(args=args)
+    stop = threading.Event()
+    state = {"running": False, "aborting": False}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if state["running"]:
+            stop.set()
+        elif not state["aborting"]:  # still loading models: nothing to save, leave now
+            state["aborting"] = True
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
     node = None
     code = 0
     try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
         try:
             node = factory()
         except STARTUP_ERRORS as exc:
             print(f"[{name}] start-up failed: {exc}", file=sys.stderr)
-            return 1
+            code = 1
+            return code
         executor = MultiThreadedExecutor(num_threads=2)
         executor.add_node(node)
-        while rclpy.ok():
+        state["running"] = True
+        while not stop.is_set() and rclpy.ok():
             try:
-                executor.spin()
-            except (KeyboardInterrupt, ExternalShutdownException):
+                executor.spin_once(timeout_sec=0.1)  # wakes often enough to see a signal
+            except ExternalShutdownException:
                 break
             except Exception as exc:  # log, count, keep spinning
                 if isinstance(node, GuardedNode):
                     node.callback_failed("executor", exc)
                 else:
                     print(f"[{name}] runtime error: {exc}", file=sys.stderr)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
+        state["running"] = False
+        state["aborting"] = True  # from here on every signal is ignored
         if node is not None:
-            node.shutdown()
-            node.destroy_node()
+            _close(node, executor)
+            node = None
+    except KeyboardInterrupt:  # a signal while starting up
+        state["aborting"] = True
+    finally:
+        state["aborting"] = True
+        if node is not None:
+            with contextlib.suppress(Exception):
+                _close(node, None)
         rclpy.try_shutdown()
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
+    if others:
+        # A thread is still inside native code (a forward pass, a build): leave now rather than
+        # let interpreter finalisation abort ("terminate called without an active exception").
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
+
+
+def _close(node: Node, executor: MultiThreadedExecutor | None) -> None:
+    """Stop processing and publishing, free the node, within SHUTDOWN_SECONDS."""
+    deadline = time.monotonic() + SHUTDOWN_SECONDS
+    if isinstance(node, GuardedNode):
+        node.closing = True
+    shutdown = getattr(node, "shutdown", None)
+    if callable(shutdown):
+        shutdown(timeout=SHUTDOWN_SECONDS * 0.8)
+    if executor is not None:
+        executor.shutdown(timeout_sec=max(0.1, deadline - time.monotonic()))
+    node.destroy_node()

@@ -313,9 +313,11 @@ class LidarOvsegNode(GuardedNode):
             level, message = DiagnosticStatus.OK, "labeling"
         return level, message, values
 
-    def shutdown(self) -> None:
-        self.worker.stop()
-        self.switcher.shutdown()
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop processing: nothing is published after this; the frame in progress is dropped."""
+        self.closing = True
+        self.worker.stop(timeout * 0.6)
+        self.switcher.shutdown(timeout * 0.4)
 
 
 def _igloss_config(p: LidarNodeParams) -> Any:
