@@ -33,6 +33,7 @@ setup(
         _share("launch", "*.launch.py"),
         _share("config", "*.yaml"),
         _share("config/vocabularies", "*.yaml"),
+        _share("config/dds", "*.xml"),
         _share("rviz", "*.rviz"),
     ],
     python_requires=">=3.10",

@@ -159,7 +159,8 @@ def test_setup_runs_from_a_symlink_like_colcon_symlink_install(repo_root, tmp_pa
     assert res.returncode == 0, res.stderr[-2000:]
     assert "Unknown distribution option" not in res.stderr
     share = install / "share" / "lidar_ovseg_ros"
-    for rel in ("package.xml", "launch/lidar_ovseg.launch.py", "config/lidar_ovseg.yaml"):
+    installed = ("package.xml", "launch/lidar_ovseg.launch.py", "config/lidar_ovseg.yaml")
+    for rel in (*installed, "config/dds/fastdds_large_clouds.xml"):
         assert (share / rel).is_file(), rel
     requires = (tmp_path / "lidar_ovseg_ros.egg-info" / "requires.txt").read_text()
     assert "torch" in requires  # requirements.txt was read from the source folder

@@ -16,6 +16,11 @@ from typing import Any
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.event_handler import (
+    QoSMessageLostInfo,
+    SubscriptionEventCallbacks,
+    UnsupportedEventTypeError,
+)
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Float32
@@ -143,6 +148,7 @@ class LidarOvsegNode(GuardedNode):
             "empty": 0,
             "skipped_no_vocabulary": 0,
             "grounding_errors": 0,
+            "messages_lost": 0,  # reported by the middleware (e.g. a cloud too large for DDS)
         }
         self.last_rejection = ""
         self.processing_ms = RollingStats()
@@ -162,9 +168,7 @@ class LidarOvsegNode(GuardedNode):
         self.switcher.request(vocabulary, source)
 
         self.worker: LatestWorker = LatestWorker(self._process, name="lidar-ovseg-worker")
-        self.subscription = self.create_subscription(
-            PointCloud2, "~/input/points", self._on_cloud, input_qos(p.input_reliability)
-        )
+        self.subscription = self._create_input(input_qos(p.input_reliability))
         self.diagnostics = DiagnosticsPublisher(
             self, "lidar segmentation", self._diagnostics, period=p.diagnostics_period
         )
@@ -179,6 +183,28 @@ class LidarOvsegNode(GuardedNode):
         with self._lock:
             self.counters["received"] += 1
         self.worker.submit(msg)
+
+    def _create_input(self, qos: Any) -> Any:
+        """The cloud subscription; it counts the messages the middleware reports lost (a
+        best-effort cloud too large for the DDS transport never reaches the callback)."""
+        events = SubscriptionEventCallbacks(message_lost=self._on_message_lost)
+        try:
+            return self.create_subscription(
+                PointCloud2, "~/input/points", self._on_cloud, qos, event_callbacks=events
+            )
+        except UnsupportedEventTypeError:
+            self.get_logger().warning("this middleware does not report lost messages")
+            return self.create_subscription(PointCloud2, "~/input/points", self._on_cloud, qos)
+
+    def _on_message_lost(self, info: QoSMessageLostInfo) -> None:
+        with self._lock:
+            self.counters["messages_lost"] += int(info.total_count_change)
+            total = self.counters["messages_lost"]
+        self.get_logger().warning(
+            f"the middleware lost {total} input clouds so far: large best-effort clouds need "
+            "the DDS profile of config/dds/ (see README, 'Large clouds')",
+            throttle_duration_sec=10.0,
+        )
 
     def _on_set_runtime(self, params: list[Parameter]) -> SetParametersResult:
         for prm in params:
