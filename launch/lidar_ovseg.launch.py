@@ -1,11 +1,67 @@
-"""Start lidar_ovseg_node (and optionally RViz) with the standard ROS 2 launch system."""
+"""Start lidar_ovseg_node (and optionally RViz) with the standard ROS 2 launch system.
+
+    ros2 launch lidar_ovseg_ros lidar_ovseg.launch.py input_topic:=/velodyne_points rviz:=true
+
+Every process started here gets the large-cloud DDS profile of config/dds/ (dds_profile:=none,
+or your own FASTRTPS_DEFAULT_PROFILES_FILE / CYCLONEDDS_URI, overrides it). When the node or RViz
+exits, the whole launch shuts down; a missing RViz is named before anything starts.
+"""
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
-from launch.conditions import IfCondition
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable, Shutdown
+from launch.logging import get_logger
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
+
+from lidar_ovseg_ros.launch_support import dds_environment, is_true, missing_tools
+
+
+def _launch(context, *args, **kwargs):
+    """Checks first (nothing starts if a requested tool is missing), then the processes."""
+    rviz = is_true(LaunchConfiguration("rviz").perform(context))
+    problems = missing_tools(["rviz2"] if rviz else [])
+    if problems:
+        for problem in problems:
+            get_logger("lidar_ovseg.launch").error(problem)
+        return [Shutdown(reason=problems[0])]
+    share = FindPackageShare("lidar_ovseg_ros").perform(context)
+    env = dds_environment(share, LaunchConfiguration("dds_profile").perform(context))
+    actions = [SetEnvironmentVariable(name, value) for name, value in env.items()]
+    actions.append(
+        Node(
+            package="lidar_ovseg_ros",
+            executable="lidar_ovseg_node",
+            name="lidar_ovseg_node",
+            output="screen",
+            emulate_tty=True,
+            parameters=[
+                LaunchConfiguration("params_file"),
+                {
+                    "profile": LaunchConfiguration("profile"),
+                    "checkpoint": LaunchConfiguration("checkpoint"),
+                    "vocabulary_file": LaunchConfiguration("vocabulary_file"),
+                    "device": LaunchConfiguration("device"),
+                    "input_reliability": LaunchConfiguration("input_reliability"),
+                    "use_sim_time": LaunchConfiguration("use_sim_time"),
+                },
+            ],
+            remappings=[("~/input/points", LaunchConfiguration("input_topic"))],
+            on_exit=Shutdown(reason="lidar_ovseg_node exited"),
+        )
+    )
+    if rviz:
+        actions.append(
+            Node(
+                package="rviz2",
+                executable="rviz2",
+                arguments=["-d", LaunchConfiguration("rviz_config")],
+                parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],
+                output="log",
+                on_exit=Shutdown(reason="rviz2 exited"),
+            )
+        )
+    return actions
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -25,32 +81,11 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             "rviz_config", default_value=PathJoinSubstitution([share, "rviz", "lidar_ovseg.rviz"])
         ),
+        DeclareLaunchArgument(
+            "dds_profile",
+            default_value="auto",
+            description="auto: the large-cloud DDS profiles of config/dds/ unless "
+            "FASTRTPS_DEFAULT_PROFILES_FILE / CYCLONEDDS_URI are set; none: leave DDS as it is",
+        ),
     ]
-    node = Node(
-        package="lidar_ovseg_ros",
-        executable="lidar_ovseg_node",
-        name="lidar_ovseg_node",
-        output="screen",
-        emulate_tty=True,
-        parameters=[
-            LaunchConfiguration("params_file"),
-            {
-                "profile": LaunchConfiguration("profile"),
-                "checkpoint": LaunchConfiguration("checkpoint"),
-                "vocabulary_file": LaunchConfiguration("vocabulary_file"),
-                "device": LaunchConfiguration("device"),
-                "input_reliability": LaunchConfiguration("input_reliability"),
-                "use_sim_time": LaunchConfiguration("use_sim_time"),
-            },
-        ],
-        remappings=[("~/input/points", LaunchConfiguration("input_topic"))],
-    )
-    rviz = Node(
-        package="rviz2",
-        executable="rviz2",
-        arguments=["-d", LaunchConfiguration("rviz_config")],
-        parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],
-        condition=IfCondition(LaunchConfiguration("rviz")),
-        output="log",
-    )
-    return LaunchDescription([*args, node, rviz])
+    return LaunchDescription([*args, OpaqueFunction(function=_launch)])

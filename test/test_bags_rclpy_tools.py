@@ -1,6 +1,5 @@
 """lidar_ovseg_ros.bags.rclpy_tools: bag replay and recording over real DDS, via the CLI too."""
 
-import ast
 import itertools
 import signal
 import time
@@ -287,37 +286,3 @@ def test_message_class_and_option_checks():
         PlayOptions(rate=0).validate()
     with pytest.raises(BagError, match="reliability"):
         PlayOptions(reliability="sometimes").validate()
-
-
-def _launch_calls(tree: ast.AST, name: str) -> list[ast.Call]:
-    return [
-        n
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", None)) == name
-    ]
-
-
-def test_replay_launch_file_declares_its_arguments(repo_root):
-    path = repo_root / "launch" / "replay.launch.py"
-    source = path.read_text()
-    compile(source, str(path), "exec")
-    tree = ast.parse(source)
-    declared = [c.args[0].value for c in _launch_calls(tree, "DeclareLaunchArgument")]
-    assert declared == ["bag", "rate", "loop", "delay", "input_topic", "player"]
-    assert any(
-        isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description"
-        for n in tree.body
-    )
-    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)}
-    assert {"ros2", "bag", "play", "--clock", "lidar_ovseg.launch.py", "use_sim_time"} <= strings
-    (include,) = _launch_calls(tree, "IncludeLaunchDescription")
-    launch_args = ast.unparse(include)
-    assert "'use_sim_time': 'true'" in launch_args
-    assert "'input_topic': LaunchConfiguration('input_topic')" in launch_args
-    # Every LaunchConfiguration it reads is declared.
-    used = {c.args[0].value for c in _launch_calls(tree, "LaunchConfiguration")}
-    assert used <= set(declared)
-    # The included pipeline launch file declares the arguments passed to it.
-    pipeline = ast.parse((repo_root / "launch" / "lidar_ovseg.launch.py").read_text())
-    pipeline_args = {c.args[0].value for c in _launch_calls(pipeline, "DeclareLaunchArgument")}
-    assert {"use_sim_time", "input_topic"} <= pipeline_args
