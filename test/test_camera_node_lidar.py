@@ -132,3 +132,20 @@ def test_a_cloud_of_another_time_or_frame_is_counted_not_labelled(running, nusce
     assert wait_for(lambda: node.counters["processed"] >= processed + 2, 120)
     assert len(received) == count  # the voxel map went on, no point output for those clouds
     assert "base_link" in node.last_problem
+
+
+def test_a_prompt_over_77_tokens_fails_the_vocabulary_switch_with_its_name(running, tmp_path):
+    node, _pubs, _received = running
+    before = node.model.active
+    # The tiny profile's tokenizer is byte-level: this prompt alone is over 77 tokens.
+    long = "an extremely long description of a vehicle parked next to the curb of the main road"
+    path = tmp_path / "long.yaml"
+    path.write_text(
+        "name: long\nclasses:\n  - name: car\n    prompts: [a car]\n"
+        f"  - name: van\n    prompts: ['{long}']\n"
+    )
+    results = node.set_parameters([Parameter("vocabulary_file", value=str(path))])
+    assert results[0].successful, results[0].reason
+    assert wait_for(lambda: "too long" in node.switcher.status().last_error, 60)
+    assert "an extremely long description" in node.switcher.status().last_error
+    assert node.model.active is before  # the old vocabulary stays active
