@@ -8,6 +8,7 @@ QoS that matches.
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -228,3 +229,33 @@ def test_desktop_tools_are_not_hard_dependencies(repo_root):
     deps = _depends(repo_root)
     for key in ("rviz2", "ros2bag", "rosbag2_storage_mcap"):
         assert deps[key].get("condition") == "$LIDAR_OVSEG_DESKTOP == 1", key
+
+
+def _readme_command_lines(repo_root) -> list[str]:
+    lines, inside = [], False
+    for line in (repo_root / "README.md").read_text().splitlines():
+        if line.startswith("```"):
+            inside = not inside
+        elif inside:
+            lines.append(line)
+    return lines
+
+
+def test_readme_quotes_tilde_in_ros_arguments(repo_root):
+    """`-r ~/input/points:=...` unquoted is expanded by bash and the remap silently ignored."""
+    bad = [
+        line
+        for line in _readme_command_lines(repo_root)
+        if re.search(r"(^|\s)(-r|-p|--remap)\s+~", line) or re.search(r"\s~/[\w/]*:=", line)
+    ]
+    assert not bad, bad
+
+
+def test_readme_lidar_ovseg_commands_exist(repo_root):
+    from lidar_ovseg_ros.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for line in _readme_command_lines(repo_root):
+        match = re.match(r"\s*(?:\.venv/bin/|ros2 run lidar_ovseg_ros )?lidar-ovseg ([\w-]+)", line)
+        if match:
+            assert match.group(1) in sub.choices, line
