@@ -110,7 +110,7 @@ def bench_vocabulary(seg: OpenSceneSegmenter, repeats: int) -> None:
     rows = []
     for _ in range(repeats):
         enc.clear_cache()
-        enc.stats.update(encoded=0, cache_hits=0, lookups=0)
+        enc.stats.update(encoded=0, cache_hits=0, disk_hits=0, lookups=0)
         first = Vocabulary.from_names(NAMES[:20], name="a")
         second = Vocabulary.from_names(NAMES[5:25], name="b")  # 15 cached + 5 new names
         times = []

@@ -96,9 +96,10 @@ class Probe:
 
 
 @pytest.fixture(scope="module")
-def running():
+def running(tmp_path_factory):
     from lidar_ovseg_ros.nodes.lidar_ovseg_node import LidarOvsegNode
 
+    cache = tmp_path_factory.mktemp("openscene_cache")
     harness = RosHarness()
     node = LidarOvsegNode(
         context=harness.context,
@@ -110,11 +111,14 @@ def running():
             Parameter("vocabulary_file", value="nuscenes"),
             Parameter("input_reliability", value="reliable"),
             Parameter("publish_markers", value=False),
+            Parameter("cache_dir", value=str(cache)),
         ],
     )
     harness.add_node(node)
     probe = Probe(harness)
     assert wait_for(lambda: probe.vocabulary_state().get("state") == "active", 120)
+    # The preset's prompts are on disk: the next start encodes nothing.
+    assert len(list((cache / "openscene_text").glob("*.npy"))) >= 16
     assert wait_for(lambda: probe.pub.get_subscription_count() > 0, 10)
     yield node, probe
     node.shutdown()

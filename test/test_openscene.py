@@ -62,6 +62,25 @@ def test_text_cache_per_model_template_and_text():
     torch.testing.assert_close(b[2], direct)
 
 
+def test_disk_cache_survives_a_restart_and_ignores_torn_files(tmp_path):
+    first = ClipTextEncoder.tiny(16, cache_dir=tmp_path)
+    a = first.encode(["car", "tree"])
+    assert len(list(tmp_path.glob("*.npy"))) == 2 and not list(tmp_path.glob("*.tmp"))
+    again = ClipTextEncoder.tiny(16, cache_dir=tmp_path)  # a new process, same folder
+    b = again.encode(["car", "tree"])
+    assert again.stats["encoded"] == 0 and again.stats["disk_hits"] == 2
+    torch.testing.assert_close(a, b)
+    assert again.cache_hit_ratio() == 1.0
+    for path in tmp_path.glob("*.npy"):
+        path.write_bytes(b"torn")
+    third = ClipTextEncoder.tiny(16, cache_dir=tmp_path)
+    torch.testing.assert_close(third.encode(["car", "tree"]), a)
+    assert third.stats["encoded"] == 2  # re-encoded and rewritten
+    other_model = ClipTextEncoder.tiny(16, seed=1, cache_dir=tmp_path)
+    other_model.encode(["car"])
+    assert other_model.stats["encoded"] == 1  # the model id is part of the key
+
+
 def test_class_embedding_is_the_normalised_mean_of_its_prompts():
     enc = ClipTextEncoder.tiny(16)
     cls = enc.encode_classes([["a car", "a sedan"], ["tree"]])

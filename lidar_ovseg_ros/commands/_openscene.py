@@ -66,6 +66,7 @@ def openscene_config(args: argparse.Namespace) -> Any:
         min_score=args.min_score,
         device=args.device,
         amp=args.amp,
+        text_cache_dir=str(Path(args.cache_dir) / "openscene_text") if args.cache_dir else None,
     )
 
 

@@ -381,6 +381,8 @@ def _openscene_segmenter(p: LidarNodeParams) -> Any:
         min_score=p.min_score if p.min_score > 0 else None,  # 0 disables the threshold
         device=p.device,
         amp=p.amp,
+        # Text embeddings persist next to the prototypes when a cache folder is given.
+        text_cache_dir=(p.cache_dir.rstrip("/") + "/openscene_text") if p.cache_dir else None,
     )
     return OpenSceneSegmenter.from_config(cfg)
 

@@ -82,6 +82,7 @@ class OpenSceneConfig:
     seed: TTA random generator seed and tiny weights. min_score: cosine below which a point
         gets NO_CLASS_ID (None: off). device: "auto", "cpu", "cuda", "cuda:N". amp: backbone
         precision "none" (fp32), "fp16", "bf16" (bf16 needs CUDA: spconv's CPU kernels lack it).
+    text_cache_dir: folder for the text embeddings on disk (None: memory only).
     """
 
     profile: str = "full"
@@ -96,6 +97,7 @@ class OpenSceneConfig:
     min_score: float | None = None
     device: str = "auto"
     amp: str = "none"
+    text_cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> ValueError:
@@ -115,6 +117,8 @@ class OpenSceneConfig:
             object.__setattr__(self, "text_model", None)
         if self.checkpoint is not None and not str(self.checkpoint).strip():
             object.__setattr__(self, "checkpoint", None)
+        if self.text_cache_dir is not None and not str(self.text_cache_dir).strip():
+            object.__setattr__(self, "text_cache_dir", None)
         if not isinstance(self.template, str) or "{}" not in self.template:
             raise bad("template", "a string containing '{}'")
         if not isinstance(self.voxel_size, int | float) or not self.voxel_size > 0:
@@ -238,9 +242,13 @@ class OpenSceneSegmenter:
             load_openscene_checkpoint(model, checkpoint)
         model = model.to(device)
         if cfg.profile == "tiny":
-            text = ClipTextEncoder.tiny(TINY_FEATURE_DIM, seed=TINY_SEED, device=device)
+            text = ClipTextEncoder.tiny(
+                TINY_FEATURE_DIM, seed=TINY_SEED, device=device, cache_dir=cfg.text_cache_dir
+            )
         else:
-            text = ClipTextEncoder.from_pretrained(cfg.resolved_text_model, device=device)
+            text = ClipTextEncoder.from_pretrained(
+                cfg.resolved_text_model, device=device, cache_dir=cfg.text_cache_dir
+            )
         return cls(model, text, cfg)
 
     @property

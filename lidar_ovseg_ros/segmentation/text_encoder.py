@@ -6,19 +6,23 @@ L2-normalises it. Here the text tower is `transformers`' `CLIPTextModelWithProje
 (`from_pretrained`: a hub id or a local folder), or a tiny one built from a config for tests
 and the offline tiny profile.
 
-Every embedding is cached under (model id, template, text): a new vocabulary costs a text-tower
-pass for its new texts only. A class with several prompts is the mean of their embeddings,
+Every embedding is cached under (model id, template, text), in memory and optionally on disk
+(`cache_dir`, one .npy per text): a new vocabulary costs a text-tower pass for its new texts only,
+also after a restart. A class with several prompts is the mean of their embeddings,
 L2-normalised again. `stats` counts encoded texts and cache hits.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -59,6 +63,7 @@ class ClipTextEncoder:
         device: str | torch.device = "cpu",
         batch_size: int = 64,
         max_cached: int = 65536,
+        cache_dir: str | Path | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -68,23 +73,31 @@ class ClipTextEncoder:
         self.max_length = int(getattr(model.config, "max_position_embeddings", 77))
         self._cache: OrderedDict[tuple[str, str, str], torch.Tensor] = OrderedDict()
         self._max_cached = int(max_cached)
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self._lock = threading.Lock()
-        self.stats = {"encoded": 0, "cache_hits": 0, "lookups": 0}
+        self.stats = {"encoded": 0, "cache_hits": 0, "disk_hits": 0, "lookups": 0}
 
     @classmethod
     def from_pretrained(
-        cls, model_id: str = CLIP_MODELS["openseg"], device: str | torch.device = "cpu"
+        cls,
+        model_id: str = CLIP_MODELS["openseg"],
+        device: str | torch.device = "cpu",
+        cache_dir: str | Path | None = None,
     ) -> ClipTextEncoder:
         """The text tower and tokenizer of a CLIP checkpoint (hub id or local folder)."""
         from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
         model = CLIPTextModelWithProjection.from_pretrained(model_id)
         tokenizer = CLIPTokenizer.from_pretrained(model_id)
-        return cls(model, tokenizer, model_id=model_id, device=device)
+        return cls(model, tokenizer, model_id=model_id, device=device, cache_dir=cache_dir)
 
     @classmethod
     def tiny(
-        cls, projection_dim: int, seed: int = 0, device: str | torch.device = "cpu"
+        cls,
+        projection_dim: int,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        cache_dir: str | Path | None = None,
     ) -> ClipTextEncoder:
         """A small untrained text tower (the camera node's tiny CLIP builder) with a byte-level
         CLIP tokenizer: any text tokenises, nothing is downloaded."""
@@ -96,9 +109,8 @@ class ClipTextEncoder:
         tokenizer = byte_level_clip_tokenizer()
         with torch.random.fork_rng(devices=[]):
             model = build_tiny_text_model(tokenizer, projection_dim, seed=seed)
-        return cls(
-            model, tokenizer, model_id=f"tiny-clip-text-{projection_dim}-{seed}", device=device
-        )
+        model_id = f"tiny-clip-text-{projection_dim}-{seed}"
+        return cls(model, tokenizer, model_id=model_id, device=device, cache_dir=cache_dir)
 
     @property
     def embed_dim(self) -> int:
@@ -132,10 +144,12 @@ class ClipTextEncoder:
             self.stats["lookups"] += len(keys)
             todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
             self.stats["cache_hits"] += sum(1 for k in keys if k in self._cache)
+            todo = [k for k in todo if not self._load_from_disk(k)]
             if todo:
                 emb = self._embed([apply_template(template, k[2]) for k in todo])
                 for k, e in zip(todo, emb, strict=True):
                     self._cache[k] = e
+                    self._save_to_disk(k, e)
                 self.stats["encoded"] += len(todo)
             for k in keys:
                 self._cache.move_to_end(k)
@@ -145,6 +159,35 @@ class ClipTextEncoder:
         if out is None:
             return torch.zeros((0, self.embed_dim), device=self.device)
         return out
+
+    def _disk_path(self, key: tuple[str, str, str]) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        return self.cache_dir / f"{hashlib.sha1(chr(10).join(key).encode()).hexdigest()}.npy"
+
+    def _load_from_disk(self, key: tuple[str, str, str]) -> bool:
+        path = self._disk_path(key)
+        if path is None or not path.is_file():
+            return False
+        try:
+            value = np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            return False  # a torn or foreign file: encode again (and overwrite it)
+        if value.shape != (self.embed_dim,):
+            return False
+        self._cache[key] = torch.from_numpy(value.astype(np.float32)).to(self.device)
+        self.stats["disk_hits"] += 1
+        return True
+
+    def _save_to_disk(self, key: tuple[str, str, str], value: torch.Tensor) -> None:
+        path = self._disk_path(key)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, value.detach().float().cpu().numpy())
+        tmp.replace(path)  # atomic: readers never see a partial file
 
     def encode_classes(
         self, prompts: Sequence[Sequence[str]], template: str = OPENSCENE_TEMPLATE
@@ -166,7 +209,8 @@ class ClipTextEncoder:
     def cache_hit_ratio(self) -> float:
         with self._lock:
             lookups = self.stats["lookups"]
-            return self.stats["cache_hits"] / lookups if lookups else 0.0
+            hits = self.stats["cache_hits"] + self.stats["disk_hits"]
+            return hits / lookups if lookups else 0.0
 
     def clear_cache(self) -> None:
         with self._lock:
