@@ -489,20 +489,6 @@ def test_official_images_become_the_preset_exemplars_end_to_end(server, cache, t
     assert load_preset("nuscenes", official_images=False).classes[0].exemplar_dir is None
     assert verify(entry) == []
 
-    # The bank builds the preset's prototypes from these images with no generator at all.
-    from lidar_ovseg_ros.prototypes.bank import PrototypeBank
-    from lidar_ovseg_ros.prototypes.tiny_models import build_tiny_feature_extractor
-
-    bank = PrototypeBank(
-        tmp_path / "protos",
-        build_tiny_feature_extractor(seed=0, hidden=16),
-        generator=None,
-        show_progress=False,
-    )
-    protos = bank.build(load_vocabulary("semantickitti"))
-    assert set(protos.sources) == {"exemplar"}
-    assert protos.counts().tolist() == [1 + i % 2 for i in range(19)]
-
     # A changed image is caught by verify, and a tampered archive is refused at fetch time.
     victim = next(images.rglob("*.png"))
     victim.write_bytes(_png(999))
@@ -704,3 +690,57 @@ def test_cli_fetch_all_for_offline_reports_each_model_and_sends_nothing(
     assert "sd-turbo" not in err  # optional: only with --optional
     assert "github.com/valeoai/IGLOSS/releases/download/v0.1.0/" in err
     assert not list(cache.rglob("*.part")) and not (cache / "models").exists()
+
+
+def _install_official_images(server: _Server, tmp_path: Path) -> Path:
+    """Fetch an archive laid out like valeoai/IGLOSS through the real catalog entry (its URL
+    pointed at the local server, its tree ids those of the generated images)."""
+    top = "IGLOSS-local"
+    body = _official_layout_archive(top)
+    ref = tmp_path / "ref_images"
+    with tarfile.open(fileobj=io.BytesIO(body)) as t:
+        t.extractall(ref, filter="data")
+    real = CATALOG["igloss-prototype-images"]
+    trees = {rel: git_tree_sha1(ref / top / rel) for rel in real.tree_sha1}
+    server.files["/igloss.tar.gz"] = body
+    entry = dataclasses.replace(real, url=server.url("/igloss.tar.gz"), tree_sha1=trees)
+    return fetch(entry, progress=False)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_full_profile_with_no_paths_labels_a_scan_from_the_cache(server, cache, tmp_path):
+    """profile 'full', checkpoint unset: the cached checkpoint is loaded, the nuscenes preset
+    takes the cached official images, and the text-to-image model is never loaded."""
+    from lidar_ovseg_ros.frames import load_nuscenes_frame
+    from lidar_ovseg_ros.models.waffleiron import WaffleIron, WaffleIronConfig
+    from lidar_ovseg_ros.prototypes.tiny_models import build_tiny_dinov2
+    from lidar_ovseg_ros.segmentation.segmenter import LidarSegmenter, SegmenterConfig
+    from lidar_ovseg_ros.vocabulary import NO_CLASS_ID, load_vocabulary
+
+    wi = WaffleIronConfig.tiny()
+    torch.manual_seed(4)
+    ckpt = tmp_path / "ckpt_last.pth"
+    torch.save({"model_point": WaffleIron(wi).state_dict()}, ckpt)
+    tar = tmp_path / CATALOG["igloss-scalr-plus"].filename
+    with tarfile.open(tar, "w") as t:
+        t.add(ckpt, arcname="checkpoints/ckpt_last.pth")
+    fetch("igloss-scalr-plus", file=tar)
+    _install_official_images(server, tmp_path)
+    build_tiny_dinov2(seed=0, hidden=wi.out_channels).save_pretrained(tmp_path / "dino")
+
+    cfg = SegmenterConfig(
+        profile="full",
+        backbone="tiny",
+        feature_model=str(tmp_path / "dino"),  # a local folder (DINOv2-large is not here)
+        cache_dir=str(tmp_path / "protos"),
+        device="cpu",
+    )
+    seg = LidarSegmenter.from_config(cfg)
+    vocab = load_vocabulary("nuscenes")
+    seg.activate(seg.prepare_vocabulary(vocab))
+    assert set(seg.active.prototypes.sources) == {"exemplar"}
+    assert seg.prototype_bank.generator._pipe is None  # sd-turbo never loaded
+    frame = load_nuscenes_frame()
+    result = seg.segment(frame.points[:, :4])
+    labelled = result.labels[result.labels != NO_CLASS_ID]
+    assert len(labelled) > 0.9 * len(frame.points) and labelled.max() < len(vocab)
