@@ -131,3 +131,13 @@ def test_full_size_layout_is_gpt2_small_with_a_3840_7680_mlp():
     assert (mlp[0].in_features, mlp[0].out_features, mlp[2].out_features) == (512, 3840, 7680)
     gpt = decoder.gpt.config
     assert (gpt.n_layer, gpt.n_embd, gpt.n_head, gpt.vocab_size) == (12, 768, 12, 50257)
+
+
+def test_random_decoder_weights_depend_only_on_the_seed():
+    """The prefix MLP too (it was drawn from the global RNG: captions changed run to run)."""
+    torch.manual_seed(123)
+    a, _ = build_tiny_clipcap(seed=4)
+    torch.manual_seed(456)
+    b, _ = build_tiny_clipcap(seed=4)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k

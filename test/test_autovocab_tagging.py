@@ -48,6 +48,7 @@ CAPTIONS = [
     ("two police officers standing next to a fire hydrant.", ["police officer", "fire hydrant"]),
     ("a picture of a scene in the background", []),
     ("alalalalalalalalalalalalal and a car", ["car"]),
+    ("aaaaaa sign sign sign sign sign", ["sign"]),
     ("", []),
 ]
 

@@ -196,7 +196,9 @@ def build_clipcap(
     seed: int = 0,
 ) -> ClipCapDecoder:
     """The decoder with the COCO weights file, or (tests) seed-deterministic random weights."""
-    decoder = ClipCapDecoder(build_gpt2(gpt_config, seed), config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        decoder = ClipCapDecoder(build_gpt2(gpt_config, seed), config)
     if weights is not None:
         load_clipcap_weights(decoder, weights)
     return decoder.eval()

@@ -59,12 +59,20 @@ class AutoVocabConfig:
         if self.profile not in PROFILES:
             raise ValueError(f"AutoVocabConfig.profile must be one of {list(PROFILES)}")
         if self.profile == "full" and self.use_point_captioner:
-            for name in ("smap_checkpoint", "clipcap_weights"):
+            from lidar_ovseg_ros.weights import ModelNotAvailableError, resolve_model_file
+
+            for name, model in (
+                ("smap_checkpoint", "3d-avs-smap"),
+                ("clipcap_weights", "clipcap-coco"),
+            ):
                 if not str(getattr(self, name)).strip():
-                    raise ValueError(
-                        f"AutoVocabConfig.{name} is required for profile 'full' (the official "
-                        "3D-AVS point captioner files)"
-                    )
+                    try:  # unset: the file installed by `lidar-ovseg weights fetch ... --file`
+                        object.__setattr__(self, name, str(resolve_model_file(None, model)))
+                    except ModelNotAvailableError as exc:
+                        raise ValueError(
+                            f"AutoVocabConfig.{name} is required for profile 'full' (the official "
+                            f"3D-AVS point captioner files): set it, or {exc}"
+                        ) from None
         if not self.use_point_captioner and not self.image_captioner:
             raise ValueError("AutoVocabConfig: no captioner left (point captioner off, no images)")
         TaggerConfig(merge_threshold=self.merge_threshold)

@@ -17,7 +17,8 @@ deterministic and needs no model download:
    "picture", "image", "background", "side", "front", "lot", "group", ...) are dropped, as are
    captioner artefacts (BLIP's "arafed"); a compound led by a noun-like "-ing" word keeps its
    generic head ("parking lot"). A possessive ends a phrase ("a woman's umbrella": woman,
-   umbrella). Words longer than `MAX_WORD_LENGTH` (degenerate decoder output) give no tag.
+   umbrella). Degenerate decoder output gives no tag: words longer than `MAX_WORD_LENGTH` or
+   with a letter three times in a row; a repeated word ("car car car") counts once.
 5. Merging. Equal lemmas merge; then near-synonyms merge when the cosine of their CLIP text
    embeddings reaches `merge_threshold` (the more frequent tag, then the earlier one, names the
    group). Every tag keeps the captions and the sources (camera name, LiDAR sector) it came from.
@@ -115,6 +116,7 @@ _INVARIANT = _words(
 )
 MAX_WORD_LENGTH = 20
 """Longer words are no English nouns of a caption (degenerate decoder output): no tag."""
+_TRIPLE = re.compile(r"(.)\1\1")  # no English word has a letter three times in a row
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
 
 
@@ -194,11 +196,13 @@ def _head(phrase: Sequence[str]) -> str:
     if not words:
         return ""
     words = words[-2:]
+    if len(words) == 2 and words[0] == words[1]:  # "car car": a decoder repeating itself
+        words = words[1:]
     head = singularize(words[-1])
     words[-1] = head
     if len(words) == 2 and (words[0] in GENERIC_WORDS or words[0] in ADJECTIVES):
         words = words[1:]
-    if len(head) < 2 or any(len(w) > MAX_WORD_LENGTH for w in words):
+    if len(head) < 2 or any(len(w) > MAX_WORD_LENGTH or _TRIPLE.search(w) for w in words):
         return ""
     # a generic head survives only in a compound led by a noun-like "-ing" word ("parking lot")
     if head in GENERIC_WORDS and not (len(words) == 2 and words[0] in NOUN_ING):

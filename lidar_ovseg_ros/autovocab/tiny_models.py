@@ -4,8 +4,9 @@ Real `tokenizers`/`transformers` objects built from small configs with no hub ac
 benchmarks and the node's offline "tiny" profile run the production code paths in seconds. Their
 captions are gibberish; only the code path and determinism matter.
 
-- GPT-2 tokenizer: a byte-level BPE (the GPT-2 scheme) trained here, in memory, on a few caption
-  sentences (`TINY_CORPUS`), wrapped as a `PreTrainedTokenizerFast`; `.` is one token, as in GPT-2.
+- GPT-2 tokenizer: GPT-2's byte-level pre-tokenization with a word-level vocabulary of the few
+  caption sentences of `TINY_CORPUS`, built here in memory as a `PreTrainedTokenizerFast`; `.` is
+  one token, as in GPT-2.
 - GPT-2: `GPT2Config` with 2 layers of width 32.
 - BLIP captioner: `BlipConfig` with 2-layer vision/text towers of width 32, its image processor at
   32x32, and a tiny WordPiece (BERT-style) tokenizer built the same way.
@@ -28,26 +29,23 @@ TINY_CORPUS = (
 TINY_GPT2_WIDTH = 32
 
 
-def build_tiny_gpt2_tokenizer(vocab_size: int = 320) -> Any:
-    """A byte-level BPE tokenizer trained on `TINY_CORPUS` (deterministic)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def build_tiny_gpt2_tokenizer() -> Any:
+    """A GPT-2-style tokenizer over the words of `TINY_CORPUS`: GPT-2's byte-level
+    pre-tokenization (a leading space is part of the word, "Ġcar"), one token per word piece it
+    yields (so "." is its own token, as in GPT-2), `<|endoftext|>` as the special token. Word
+    tokens make an untrained decoder's output words rather than byte soup."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    pre = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    pieces = sorted({p for s in TINY_CORPUS for p, _ in pre.pre_tokenize_str(s)})
+    special = "<|endoftext|>"
+    vocab = {special: 0, **{p: i + 1 for i, p in enumerate(pieces)}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=special))
+    tok.pre_tokenizer = pre
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=["<|endoftext|>"],
-        show_progress=False,
-    )
-    tok.train_from_iterator(list(TINY_CORPUS) * 4, trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<|endoftext|>",
-        eos_token="<|endoftext|>",
-        unk_token="<|endoftext|>",
+        tokenizer_object=tok, bos_token=special, eos_token=special, unk_token=special
     )
 
 
