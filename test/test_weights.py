@@ -744,3 +744,24 @@ def test_full_profile_with_no_paths_labels_a_scan_from_the_cache(server, cache, 
     result = seg.segment(frame.points[:, :4])
     labelled = result.labels[result.labels != NO_CLASS_ID]
     assert len(labelled) > 0.9 * len(frame.points) and labelled.max() < len(vocab)
+
+
+def test_3d_avs_files_from_the_file_sharing_page_resolve_once_installed(cache, tmp_path):
+    from lidar_ovseg_ros.autovocab.pipeline import AutoVocabConfig
+
+    with pytest.raises(ValueError, match="smap_checkpoint is required") as err:
+        AutoVocabConfig(profile="full")
+    assert "fetch 3d-avs-smap --file /path/to/smap_model_epoch_20.pth.tar" in str(err.value)
+    assert "drive.google.com" in str(err.value) and "\n" not in str(err.value)
+    # `.pth.tar` files are torch checkpoints, not archives (they used to be unpacked).
+    files = (("3d-avs-smap", "smap.pth.tar"), ("clipcap-coco", "coco.pt"))
+    files += (("openscene-nuscenes-openseg", "nuscenes_openseg.pth.tar"),)
+    for name, filename in files:
+        (tmp_path / filename).write_bytes(name.encode())
+        fetch(name, file=tmp_path / filename)
+    cfg = AutoVocabConfig(profile="full")
+    assert Path(cfg.smap_checkpoint) == model_path("3d-avs-smap")
+    assert Path(cfg.clipcap_weights).read_bytes() == b"clipcap-coco"
+    assert resolve_model_file(None, "openscene-nuscenes-openseg").read_bytes() == (
+        b"openscene-nuscenes-openseg"
+    )

@@ -105,8 +105,9 @@ class ModelEntry:
 
     @property
     def is_archive(self) -> bool:
-        name = (self.filename or "").lower()
-        return name.endswith((".tar", ".tar.gz", ".tgz", ".zip"))
+        """Unpacked after download. By kind, never by name: `nuscenes_openseg.pth.tar` and
+        `smap_model_epoch_20.pth.tar` are torch files despite their suffix."""
+        return self.kind == "archive"
 
 
 _ENTRIES = (

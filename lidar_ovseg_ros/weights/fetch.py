@@ -90,9 +90,15 @@ def model_path(model: str | ModelEntry, cache_dir: str | Path | None = None) -> 
     where = (
         "the Hugging Face cache" if entry.kind == "hf" else str(CacheLayout.at(cache_dir).models)
     )
+    command = entry.fetch_command
+    if entry.kind == "manual":  # a file-sharing page: a person downloads it, fetch installs it
+        command = f"{command} --file /path/to/{entry.filename}` (download it from {entry.manual})"
+        raise ModelNotAvailableError(
+            f"model '{entry.name}' ({entry.purpose.split(':')[0]}) is not in {where}: "
+            f"run `{command}"
+        )
     raise ModelNotAvailableError(
-        f"model '{entry.name}' ({entry.purpose.split(':')[0]}) is not in {where}: "
-        f"run `{entry.fetch_command}`"
+        f"model '{entry.name}' ({entry.purpose.split(':')[0]}) is not in {where}: run `{command}`"
     )
 
 
