@@ -177,3 +177,13 @@ def test_eval_pop3d_with_official_text_embeddings_reports_the_comparison(
     )  # fmt: skip
     assert code != 0
     assert "no 64-dim axis" in capsys.readouterr().err
+
+
+def test_eval_pop3d_names_an_official_file_that_is_not_cached(nuscenes_root, capsys):
+    # the catalog name resolves through the model cache (empty in the tests): one error line
+    code = main(
+        ["eval", str(nuscenes_root), "--dataset", "nuscenes", "--pop3d", "--profile", "tiny",
+         "--device", "cpu", "--text-embeddings", "pop3d-zeroshot"]
+    )  # fmt: skip
+    assert code == 2
+    assert "pop3d-zeroshot" in capsys.readouterr().err

@@ -38,18 +38,23 @@ def register(subparsers) -> None:
     add_model_arguments(p, sensor=False)
     g = p.add_argument_group(
         "POP-3D (--pop3d)",
-        "official protocol of vobecant/POP3D eval.py; --profile full needs --pop3d-weights",
+        "official protocol of vobecant/POP3D eval.py; --profile full: the cached pop3d model "
+        "or --pop3d-weights",
     )
     g.add_argument(
         "--pop3d",
         action="store_true",
         help="evaluate POP-3D from the six nuScenes cameras instead of the LiDAR segmenter",
     )
-    g.add_argument("--pop3d-weights", help="pop3d_weights.pth (profile full)")
+    g.add_argument(
+        "--pop3d-weights",
+        help="pop3d_weights.pth (profile full; default: the cached 'pop3d' model)",
+    )
     g.add_argument(
         "--text-embeddings",
-        help="the official zeroshot_weights.pth (OpenAI CLIP ViT-B/16 ensembles): no text model "
-        "is needed; compared with the project's ensemble when a text model is present",
+        help="the official zeroshot_weights.pth (OpenAI CLIP ViT-B/16 ensembles), a path or the "
+        "cached 'pop3d-zeroshot': no text model is needed; compared with the project's "
+        "ensemble when a text model is present",
     )
     g.add_argument(
         "--clip-model",
@@ -149,10 +154,11 @@ def _pop3d_predictor(args: argparse.Namespace):
     if args.profile == "tiny":
         return build_predictor("tiny", device=device, seed=args.seed, score=args.score)
     if args.text_embeddings and not args.clip_model:  # the official figures: no text model
-        if not args.pop3d_weights:
-            raise ValueError("profile full needs --pop3d-weights (pop3d_weights.pth)")
+        from lidar_ovseg_ros.weights import resolve_model_file
+
+        weights = resolve_model_file(args.pop3d_weights, "pop3d")
         return OccupancyPredictor.from_config(
-            Pop3DConfig.full(), None, weights=args.pop3d_weights, device=device, score=args.score
+            Pop3DConfig.full(), None, weights=weights, device=device, score=args.score
         )
     return build_predictor(
         "full",
@@ -186,7 +192,10 @@ def run_pop3d(args: argparse.Namespace, kwargs: dict) -> int:
     cfg = predictor.config
     comparison = None
     if args.text_embeddings:
-        official = load_official_text_embeddings(args.text_embeddings, cfg.feature_dim)
+        from lidar_ovseg_ros.weights import resolve_model_file
+
+        path = resolve_model_file(args.text_embeddings, "pop3d-zeroshot")
+        official = load_official_text_embeddings(path, cfg.feature_dim)
         predictor.set_vocabulary(official)
         if predictor.text_encoder is not None:
             ours = predictor.text_encoder.encode_vocabulary(nuscenes16_vocabulary())
