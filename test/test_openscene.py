@@ -146,6 +146,11 @@ def test_non_finite_points_min_score_and_kitti(segmenter, kitti_frame):
     dropped = s.labels[10:] == NO_CLASS_ID
     assert 0.3 < dropped.mean() < 0.7
     np.testing.assert_array_equal(s.labels[10:][~dropped], r.labels[10:][~dropped])
+    # A garbage return far away neither fails the frame nor shifts the others' voxels.
+    with_far = np.vstack([pts[10:], [[-1e9, 5.0, 0.0, 0.0]]]).astype(np.float32)
+    f = segmenter.segment(with_far)
+    assert f.labels[-1] == NO_CLASS_ID and not f.valid[-1]
+    np.testing.assert_array_equal(f.labels[:-1], r.labels[10:])
     empty = segmenter.segment(np.zeros((0, 4), np.float32))
     assert empty.labels.shape == (0,)
 

@@ -83,6 +83,8 @@ class OpenSceneConfig:
         gets NO_CLASS_ID (None: off). device: "auto", "cpu", "cuda", "cuda:N". amp: backbone
         precision "none" (fp32), "fp16", "bf16" (bf16 needs CUDA: spconv's CPU kernels lack it).
     text_cache_dir: folder for the text embeddings on disk (None: memory only).
+    max_range: points with a coordinate beyond it (metres) get NO_CLASS_ID and are left out of
+        the voxels (garbage returns would otherwise shift the minimum or overflow the grid).
     """
 
     profile: str = "full"
@@ -98,6 +100,7 @@ class OpenSceneConfig:
     device: str = "auto"
     amp: str = "none"
     text_cache_dir: str | None = None
+    max_range: float = 1000.0
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> ValueError:
@@ -123,6 +126,8 @@ class OpenSceneConfig:
             raise bad("template", "a string containing '{}'")
         if not isinstance(self.voxel_size, int | float) or not self.voxel_size > 0:
             raise bad("voxel_size", "a positive number of metres")
+        if not isinstance(self.max_range, int | float) or not self.max_range > 0:
+            raise bad("max_range", "a positive number of metres")
         for name in ("tta_repeats", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -351,6 +356,11 @@ class OpenSceneSegmenter:
         features_out = None
         repeats = max(1, self.config.tta_repeats)
         rng = np.random.default_rng(self.config.seed)
+        with np.errstate(invalid="ignore"):
+            far = (np.abs(points[:, :3]) > self.config.max_range).any(axis=1)
+        if far.any():  # left out like non-finite points
+            points = points[:, :3].astype(np.float32, copy=True)
+            points[far] = np.nan
         logits_sum = None
         cos_sum = None
         feat_sum = None
