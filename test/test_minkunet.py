@@ -63,6 +63,24 @@ def test_every_official_architecture_builds():
         MinkUNetConfig(planes=(8, 8))
 
 
+def test_no_1x1_spconv_convolution():
+    """spconv 2.3.8's CPU 1x1 shortcut reads the (out, 1, 1, 1, in) weight memory as (in, out):
+    every 1x1 conv of the network is a `Pointwise` matmul instead (checked against the ME
+    reference below through the block downsamples and `final`)."""
+    from spconv.pytorch.conv import SparseConvolution
+
+    from lidar_ovseg_ros.models.minkunet import Pointwise
+
+    model = MinkUNet(MinkUNetConfig.from_arch("MinkUNet34C", 512))
+    convs = [m for m in model.modules() if isinstance(m, SparseConvolution)]
+    assert convs and all(max(m.kernel_size) > 1 for m in convs)
+    pointwise = [n for n, m in model.named_modules() if isinstance(m, Pointwise)]
+    assert "final" in pointwise and "block5.0.downsample.0" in pointwise
+    f = torch.randn(5, 96)
+    x = type("T", (), {"features": f, "replace_feature": lambda self, v: v})()
+    torch.testing.assert_close(model.final(x), f @ model.final.weight.t())
+
+
 def test_kernel_layout_round_trip():
     w = torch.randn(8, 3, 3, 3, 5)
     me = spconv_weight_to_me(w)
