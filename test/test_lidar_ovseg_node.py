@@ -453,3 +453,90 @@ def test_an_exception_in_any_callback_never_takes_the_node_down(running, nuscene
     assert out.width == 5000
     assert probe.set(Parameter("max_markers", value=20000))[0].successful
     assert wait_for(lambda: int(probe.latest_diag_values().get("callback_errors", 0)) >= 2, 10)
+
+
+# -- described, ranged, consistent parameters (issue 8 item 9, issue 9 item 4) --------------------
+
+
+def test_describe_over_dds_shows_types_descriptions_ranges(running):
+    from rcl_interfaces.srv import DescribeParameters, ListParameters
+
+    _node, probe = running
+    lister = probe.node.create_client(ListParameters, f"{NODE}/list_parameters")
+    describer = probe.node.create_client(DescribeParameters, f"{NODE}/describe_parameters")
+    assert lister.wait_for_service(10) and describer.wait_for_service(10)
+    fut = lister.call_async(ListParameters.Request())
+    assert wait_for(fut.done, 10)
+    names = [
+        n
+        for n in fut.result().result.names
+        if n not in ("use_sim_time", "start_type_description_service")
+    ]
+    fut = describer.call_async(DescribeParameters.Request(names=names))
+    assert wait_for(fut.done, 10)
+    described = {d.name: d for d in fut.result().descriptors}
+    assert set(described) == set(names)
+    for name, d in described.items():
+        assert d.description, f"{name} has no description"
+    from rcl_interfaces.msg import ParameterType
+
+    assert described["vocabulary"].type == ParameterType.PARAMETER_STRING_ARRAY
+    assert described["voxel_size"].floating_point_range[0].from_value > 0
+    assert described["max_points"].integer_range and not described["max_points"].read_only
+    assert described["profile"].read_only and "tiny" in described["profile"].additional_constraints
+    probe.node.destroy_client(lister)
+    probe.node.destroy_client(describer)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e300, -0.4])
+def test_voxel_size_must_be_finite_and_in_range(running, value):
+    node, probe = running
+    before = node.params.voxel_size
+    result = probe.set(Parameter("voxel_size", value=value))[0]
+    assert not result.successful and "voxel_size" in result.reason
+    assert node.params.voxel_size == before
+    assert node.get_parameter("voxel_size").value == before
+
+
+def test_refusals_are_logged(running, capfd):
+    _node, probe = running
+    capfd.readouterr()
+    assert not probe.set(Parameter("profile", value="full"))[0].successful  # read-only
+    assert not probe.set(Parameter("max_points", value=0))[0].successful
+    err = capfd.readouterr().err
+    assert "refused parameter(s) profile" in err and "read-only" in err
+    assert "refused parameter(s) max_points" in err
+
+
+def test_vocabulary_parameters_stay_consistent_with_what_is_active(running, nuscenes_frame):
+    from lidar_ovseg_ros.vocabulary import load_preset
+
+    node, probe = running
+    kitti = load_preset("semantickitti")
+    assert probe.set(Parameter("vocabulary_file", value="semantickitti"))[0].successful
+    # `vocabulary` shows the file's classes at once (a dump restarts with them) and no second
+    # build was started by writing it back.
+    assert node.get_parameter("vocabulary").value == kitti.names
+    assert wait_for(
+        lambda: probe.vocabulary_state().get("active", {}).get("name") == kitti.name, 120
+    )
+    assert probe.vocabulary_state()["active_source"] == "vocabulary_file 'semantickitti'"
+    # A restart with the dumped values uses the file (same names), not a bare list.
+    from lidar_ovseg_ros.nodes.common import VocabularyParameters
+
+    assert VocabularyParameters.initial(node.vocab_params)[1] == "vocabulary_file 'semantickitti'"
+    # A comma-separated string is accepted and stored as the string array.
+    assert probe.set(Parameter("vocabulary", value="car, road"))[0].successful
+    assert node.get_parameter("vocabulary").value == ["car", "road"]
+    assert wait_for(
+        lambda: (
+            [c["name"] for c in probe.vocabulary_state()["active"]["classes"]] == ["car", "road"]
+        ),
+        120,
+    )
+    # The list can be cleared: empty means the classes of vocabulary_file again.
+    assert probe.set(Parameter("vocabulary", value=[]))[0].successful
+    assert node.get_parameter("vocabulary").value == []
+    assert wait_for(lambda: probe.vocabulary_state()["active"]["name"] == kitti.name, 120)
+    assert probe.set(Parameter("vocabulary_file", value="nuscenes"))[0].successful
+    assert wait_for(lambda: probe.vocabulary_state()["active"]["name"] == "nuscenes", 120)

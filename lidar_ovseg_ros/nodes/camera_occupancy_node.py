@@ -13,14 +13,12 @@ import json
 import sys
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
@@ -34,7 +32,9 @@ from lidar_ovseg_ros.nodes.common import (
     RollingStats,
     VocabularyParameters,
     VocabularyPublisher,
+    declare_node_params,
     input_qos,
+    node_param,
     output_qos,
     run_node,
     vocabulary_diagnostics,
@@ -68,41 +68,93 @@ from lidar_ovseg_ros.voxels import VoxelGrid
 
 @dataclass
 class CameraNodeParams:
-    """Every parameter of the node, declared once; `config/camera_occupancy.yaml` mirrors these."""
+    """Every parameter of the node, declared once: `ros2 param describe` shows these
+    descriptions and ranges; `config/camera_occupancy.yaml` mirrors them. Read-only ones are read
+    at start-up; `runtime=True` ones can be set while the node runs."""
 
-    profile: str = "tiny"  # "full": pop3d_weights.pth + CLIP ViT-B/16; "tiny": built-in
-    weights: str = ""
-    clip_model: str = "openai/clip-vit-base-patch16"
-    device: str = "cpu"
-    seed: int = 0
-    min_score: float = -1.0  # < -1 never filters; cosine scores are in [-1, 1]
-    # "cosine": both sides normalised, scores and min_score in [-1, 1]; "dot": the official
-    # evaluation's raw dot product of the unnormalised voxel feature (unbounded; min_score is
-    # then in those units, so keep min_score < -1 or pick one from observed scores)
-    score: str = "cosine"
-    # A LiDAR PointCloud2 topic (points in frame_id) to label from the cameras alone with
-    # POP-3D's points branch, published on ~/output/points; "" = off. SensorDataQoS.
-    lidar_topic: str = ""
-    camera_names: tuple[str, ...] = NUSCENES_CAMERAS
-    topic_prefix: str = "/cameras"
-    compressed: bool = True
-    frame_id: str = "LIDAR_TOP"
-    use_tf: bool = True
-    calibration_file: str = ""  # calib.json with cameras.<name>.lidar2cam; 'nuscenes' = bundled
-    max_delay: float = 0.2
-    # Seconds (arrival time) a set waits for a late camera before it is mapped without it; a
-    # camera missing from the previous set is not waited for again (see README, camera node).
-    wait: float = 0.5
-    # Images stamped more than this many seconds after the node clock are dropped and counted
-    # (`future_<CAM>`); 0 disables the check. Skipped while a simulated clock reads 0.
-    future_tolerance: float = 1.0
-    query: str = ""
-    max_markers: int = 20_000
-    input_reliability: str = "best_effort"
-    diagnostics_period: float = 1.0
-
-
-_RUNTIME = {"query", "max_markers", "max_delay"}
+    profile: str = node_param(
+        "tiny",
+        "full: pop3d_weights.pth + CLIP ViT-B/16; tiny: built-in untrained networks, output NOT "
+        "meaningful.",
+        choices=("tiny", "full"),
+    )
+    weights: str = node_param(
+        "",
+        "The released pop3d_weights.pth (profile full); empty: the cached pop3d "
+        "(lidar-ovseg weights fetch pop3d).",
+    )
+    clip_model: str = node_param(
+        "openai/clip-vit-base-patch16", "CLIP model for text queries (Hugging Face id or folder)."
+    )
+    device: str = node_param("cpu", "Torch device: cpu, cuda or cuda:N.")
+    seed: int = node_param(0, "Random seed of the tiny networks.", range=(0, 2**31 - 1))
+    min_score: float = node_param(
+        -1.0,
+        "Voxels scoring below get label 65535 (no class). cosine scores are in [-1, 1] (-1: "
+        "keep all); dot scores are unbounded (keep min_score below any observed score).",
+        range=(-1.0e6, 1.0e6),
+    )
+    score: str = node_param(
+        "cosine",
+        "cosine: both sides normalised, scores in [-1, 1]; dot: the official evaluation's raw "
+        "dot product of the unnormalised voxel feature.",
+        choices=("cosine", "dot"),
+    )
+    lidar_topic: str = node_param(
+        "",
+        "A LiDAR PointCloud2 topic (points in frame_id) labelled from the cameras alone (POP-3D "
+        "points branch) on ~/output/points; empty: off.",
+    )
+    camera_names: tuple[str, ...] = node_param(
+        NUSCENES_CAMERAS, "Cameras of a set, in the network's order."
+    )
+    topic_prefix: str = node_param(
+        "/cameras",
+        "Images on <prefix>/<camera>/image_raw[/compressed], CameraInfo on "
+        "<prefix>/<camera>/camera_info.",
+    )
+    compressed: bool = node_param(True, "Subscribe to CompressedImage (else Image).")
+    frame_id: str = node_param(
+        "LIDAR_TOP", "Output frame (the network predicts in the LiDAR frame)."
+    )
+    use_tf: bool = node_param(True, "LiDAR->camera poses from tf2 when it is available.")
+    calibration_file: str = node_param(
+        "", "calib.json with cameras.<name>.lidar2cam ('nuscenes': the bundled frame)."
+    )
+    max_delay: float = node_param(
+        0.2,
+        "Seconds between the first and last image stamp of one set.",
+        range=(0.0, 60.0),
+        runtime=True,
+    )
+    wait: float = node_param(
+        0.5,
+        "Seconds (arrival time) a set waits for a late camera before it is mapped without it; a "
+        "camera missing from the previous set is not waited for again.",
+        range=(0.0, 60.0),
+    )
+    future_tolerance: float = node_param(
+        1.0,
+        "Images stamped more than this many seconds after the node clock are dropped and counted "
+        "(future_<CAM>); 0 disables. Skipped while a simulated clock reads 0.",
+        range=(0.0, 3600.0),
+    )
+    query: str = node_param(
+        "",
+        "Free-text grounding query; a heat map on ~/output/grounding (empty: off).",
+        runtime=True,
+    )
+    max_markers: int = node_param(
+        20_000, "Most cubes in ~/output/voxels; 0: none.", range=(0, 10_000_000), runtime=True
+    )
+    input_reliability: str = node_param(
+        "best_effort",
+        "QoS reliability of the image and CameraInfo subscriptions.",
+        choices=("best_effort", "reliable"),
+    )
+    diagnostics_period: float = node_param(
+        1.0, "Seconds between /diagnostics messages.", range=(0.05, 3600.0)
+    )
 
 
 def load_lidar2cam(spec: str, camera_names: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -171,17 +223,7 @@ class CameraOccupancyNode(GuardedNode):
 
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__("camera_occupancy_node", **node_kwargs)
-        for f in fields(CameraNodeParams):
-            default = list(f.default) if isinstance(f.default, tuple) else f.default
-            self.declare_parameter(
-                f.name, default, ParameterDescriptor(read_only=f.name not in _RUNTIME)
-            )
-        values = {f.name: self.get_parameter(f.name).value for f in fields(CameraNodeParams)}
-        values["camera_names"] = tuple(values["camera_names"])
-        p = CameraNodeParams(**values)
-        self.params = p
-        self._runtime = {n: getattr(p, n) for n in _RUNTIME}
-        self.add_on_set_parameters_callback(self._on_set_runtime)
+        p = declare_node_params(self, CameraNodeParams)
 
         from lidar_ovseg_ros.occupancy.runtime import SwitchableOccupancy, build_predictor
 
@@ -336,18 +378,9 @@ class CameraOccupancyNode(GuardedNode):
             "replayed or looped, or a simulation reset): camera sets cleared, mapping goes on"
         )
 
-    def _on_set_runtime(self, params: list[Parameter]) -> SetParametersResult:
-        for prm in params:
-            if prm.name == "max_markers" and prm.value < 0:
-                return SetParametersResult(successful=False, reason="max_markers must be >= 0")
-            if prm.name == "max_delay" and prm.value < 0:
-                return SetParametersResult(successful=False, reason="max_delay must be >= 0")
-        for prm in params:
-            if prm.name in _RUNTIME:
-                self._runtime[prm.name] = prm.value
-                if prm.name == "max_delay":
-                    self.sync.max_delay = float(prm.value)
-        return SetParametersResult(successful=True)
+    def params_changed(self, names: set[str]) -> None:
+        if "max_delay" in names:
+            self.sync.max_delay = float(self.params.max_delay)
 
     def _on_vocabulary_status(self, status: SwitchStatus) -> None:
         self.vocab_pub.publish(status, self.params.frame_id)

@@ -8,12 +8,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -21,7 +23,12 @@ import rclpy
 from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, Vector3
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
 from rclpy.exceptions import (
     InvalidParameterTypeException,
     InvalidParameterValueException,
@@ -90,6 +97,177 @@ def stamp_to_seconds(stamp: TimeMsg) -> float:
 
 
 # --------------------------------------------------------------------------------------------
+# Node parameters: declared once on the dataclass fields, described, ranged, validated here
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """What `ros2 param describe` shows for one dataclass field, and how a value is checked.
+
+    `range` (inclusive) becomes an IntegerRange/FloatingPointRange; every float must also be
+    finite. `runtime` parameters can be set while the node runs, the others are read-only (read
+    at start-up). `choices` lists the accepted strings."""
+
+    description: str
+    range: tuple[float, float] | None = None
+    runtime: bool = False
+    choices: tuple[str, ...] = ()
+
+
+def node_param(
+    default: Any,
+    description: str,
+    *,
+    range: tuple[float, float] | None = None,
+    runtime: bool = False,
+    choices: tuple[str, ...] = (),
+) -> Any:
+    """A dataclass field that is a node parameter: `x: float = node_param(0.4, "what", ...)`."""
+    spec = ParamSpec(description, range, runtime, tuple(choices))
+    return field(default=default, metadata={"ros": spec})
+
+
+def param_spec(cls: type, f: Any) -> ParamSpec:
+    """The ParamSpec of a dataclass field; a field without one is a programming error."""
+    spec = f.metadata.get("ros")
+    if not isinstance(spec, ParamSpec) or not spec.description.strip():
+        raise TypeError(
+            f"{cls.__name__}.{f.name} has no description: declare it as "
+            f'`{f.name}: <type> = node_param(<default>, "what it does", range=(lo, hi), '
+            "runtime=<settable while running?>)` (see lidar_ovseg_ros/nodes/common.py)"
+        )
+    return spec
+
+
+def param_descriptor(spec: ParamSpec, default: Any) -> ParameterDescriptor:
+    """The ParameterDescriptor of one field: description, constraints, range, read-only."""
+    constraints = []
+    if spec.choices:
+        constraints.append(f"one of: {', '.join(spec.choices)}")
+    desc = ParameterDescriptor(
+        description=spec.description,
+        additional_constraints="; ".join(constraints),
+        read_only=not spec.runtime,
+    )
+    if spec.range is not None:
+        lo, hi = spec.range
+        if isinstance(default, bool):
+            pass
+        elif isinstance(default, int):
+            desc.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
+        elif isinstance(default, float):
+            desc.floating_point_range = [
+                FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)
+            ]
+    return desc
+
+
+def check_param_value(name: str, spec: ParamSpec, value: Any) -> str | None:
+    """The reason `value` is refused for parameter `name`, or None when it is acceptable."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{name} must be a finite number, got {value}"
+    if spec.range is not None and isinstance(value, int | float) and not isinstance(value, bool):
+        lo, hi = spec.range
+        if not lo <= value <= hi:
+            return f"{name} must be in [{lo}, {hi}], got {value}"
+    if spec.choices and value not in spec.choices:
+        return f"{name} must be one of {list(spec.choices)}, got {value!r}"
+    return None
+
+
+def declare_node_params(node: Node, cls: type) -> Any:
+    """Declare every field of the dataclass `cls` as a described parameter of `node`, check the
+    start-up values, and keep `node.params` (an instance of `cls`) current: a runtime change is
+    validated (finite, in range, one of the choices; then `node.check_param`), refused with its
+    reason, and applied by replacing `node.params` atomically after every callback accepted it.
+    Raises TypeError for a field without a description, ValueError for a bad start-up value."""
+    specs = {f.name: (f, param_spec(cls, f)) for f in fields(cls)}
+    values = {}
+    for name, (f, spec) in specs.items():
+        default = list(f.default) if isinstance(f.default, tuple) else f.default
+        value = node.declare_parameter(name, default, param_descriptor(spec, default)).value
+        reason = check_param_value(name, spec, value)
+        if reason:
+            raise ValueError(f"parameter {reason}")
+        values[name] = tuple(value) if isinstance(f.default, tuple) else value
+    node.params = cls(**values)
+
+    def on_set(params: list[Parameter]) -> SetParametersResult:
+        for prm in params:
+            if prm.name in specs:
+                reason = check_param_value(prm.name, specs[prm.name][1], prm.value)
+                check = getattr(node, "check_param", None)
+                if reason is None and callable(check):
+                    reason = check(prm.name, prm.value)
+                if reason:
+                    return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    def post_set(params: list[Parameter]) -> None:
+        changes = {}
+        for prm in params:
+            if prm.name in specs:
+                f = specs[prm.name][0]
+                changes[prm.name] = tuple(prm.value) if isinstance(f.default, tuple) else prm.value
+        if changes:
+            node.params = replace(node.params, **changes)
+            hook = getattr(node, "params_changed", None)
+            if callable(hook):
+                hook(set(changes))
+
+    node.add_on_set_parameters_callback(on_set)
+    node.add_post_set_parameters_callback(post_set)
+    return node.params
+
+
+def render_params_yaml(cls: type, node_name: str, source: str) -> str:
+    """The `config/<node>.yaml` text for the dataclass `cls`: every parameter with its default,
+    description, range and whether it is runtime, plus the two vocabulary parameters. The files
+    in config/ are exactly this (a test checks it); regenerate with
+    `python scripts/write_node_configs.py`."""
+    import yaml
+
+    def value(v: Any) -> str:
+        if isinstance(v, tuple | list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, str) and v == "":
+            return '""'
+        text = yaml.safe_dump(v, default_flow_style=True, width=1000).strip()
+        return text.removesuffix("\n...").strip()
+
+    lines = [
+        f"# Parameters of {node_name}, generated from {cls.__name__} ({source}).",
+        "# Do not edit by hand: run `python scripts/write_node_configs.py` after changing the",
+        "# dataclass. `ros2 param describe` shows the same descriptions and ranges.",
+        "/**:",
+        "  ros__parameters:",
+    ]
+    rows: list[tuple[str, Any, str]] = []
+    for f in fields(cls):
+        spec = param_spec(cls, f)
+        notes = []
+        if spec.range is not None:
+            notes.append(f"range [{spec.range[0]}, {spec.range[1]}]")
+        if spec.choices:
+            notes.append("one of: " + " | ".join(spec.choices))
+        notes.append("runtime" if spec.runtime else "read at start-up")
+        rows.append((f.name, f.default, f"{spec.description} ({'; '.join(notes)})"))
+    for name, description in VOCABULARY_DESCRIPTIONS.items():
+        rows.append((name, VOCABULARY_DEFAULTS[name], description))
+    for name, default, description in rows:
+        words, line = description.split(), "    #"
+        for word in words:
+            if len(line) + 1 + len(word) > 99:
+                lines.append(line)
+                line = "    #"
+            line += " " + word
+        lines.append(line)
+        lines.append(f"    {name}: {value(default)}")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
 # Vocabulary parameters
 # --------------------------------------------------------------------------------------------
 
@@ -126,6 +304,20 @@ def _vocabulary_list(value: Any) -> list[str]:
     return list(value)
 
 
+VOCABULARY_DESCRIPTIONS = {
+    "vocabulary": (
+        "Class names to look for, e.g. ['car', 'tree'] (a comma-separated string 'car, tree' is "
+        "converted). Empty: the classes of vocabulary_file. After vocabulary_file is set this "
+        "shows the file's class names. Runtime."
+    ),
+    "vocabulary_file": (
+        "Vocabulary preset name (nuscenes, semantickitti) or YAML file path (UTF-8, at most "
+        "1 MiB); used when 'vocabulary' is empty or equals its class names. Runtime."
+    ),
+}
+VOCABULARY_DEFAULTS: dict[str, Any] = {"vocabulary": [], "vocabulary_file": "nuscenes"}
+
+
 class VocabularyParameters:
     """Declares `vocabulary` (string array) and `vocabulary_file`, validates changes, drives the
     switcher, and keeps the two parameters consistent with what is active.
@@ -159,24 +351,15 @@ class VocabularyParameters:
             "vocabulary",
             Parameter.Type.STRING_ARRAY,
             ParameterDescriptor(
-                description=(
-                    "Class names to look for, e.g. ['car', 'tree'] (a comma-separated string "
-                    "'car, tree' is converted). Empty: the classes of vocabulary_file. After "
-                    "vocabulary_file is set this shows the file's class names."
-                ),
+                description=VOCABULARY_DESCRIPTIONS["vocabulary"],
             ),
         )
         if self._node.get_parameter_or("vocabulary").value is None:
             node.set_parameters([Parameter("vocabulary", Parameter.Type.STRING_ARRAY, [])])
         node.declare_parameter(
             "vocabulary_file",
-            "nuscenes",
-            ParameterDescriptor(
-                description=(
-                    "Vocabulary preset name (nuscenes, semantickitti) or YAML file path "
-                    "(UTF-8, at most 1 MiB). Used when 'vocabulary' is empty."
-                )
-            ),
+            VOCABULARY_DEFAULTS["vocabulary_file"],
+            ParameterDescriptor(description=VOCABULARY_DESCRIPTIONS["vocabulary_file"]),
         )
         node.add_pre_set_parameters_callback(self._pre_set)
         node.add_on_set_parameters_callback(self._on_set)
@@ -505,6 +688,19 @@ class GuardedNode(Node):
     callback_errors = 0
     last_callback_error = ""
     closing = False  # set once shutdown starts: nothing is published after it
+    params: Any = None  # the node's parameter dataclass, kept current by declare_node_params
+
+    @property
+    def _runtime(self) -> dict[str, Any]:
+        """The current parameter values by name (read-only view of `params`)."""
+        return vars(self.params)
+
+    def check_param(self, name: str, value: Any) -> str | None:
+        """Node-specific check of a runtime parameter change: the refusal reason, or None."""
+        return None
+
+    def params_changed(self, names: set[str]) -> None:
+        """Called after runtime parameters changed (`self.params` is already the new one)."""
 
     def create_publisher(self, msg_type: Any, topic: str, *a: Any, **kw: Any) -> Publisher:  # type: ignore[override]
         kw.setdefault("publisher_class", SafePublisher)

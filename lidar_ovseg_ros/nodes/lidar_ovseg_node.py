@@ -10,18 +10,16 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.event_handler import (
     QoSMessageLostInfo,
     SubscriptionEventCallbacks,
     UnsupportedEventTypeError,
 )
-from rclpy.parameter import Parameter
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Float32
 from visualization_msgs.msg import MarkerArray
@@ -33,7 +31,9 @@ from lidar_ovseg_ros.nodes.common import (
     RollingStats,
     VocabularyParameters,
     VocabularyPublisher,
+    declare_node_params,
     input_qos,
+    node_param,
     output_qos,
     run_node,
     stamp_to_seconds,
@@ -54,52 +54,105 @@ from lidar_ovseg_ros.voxels import voxelize_labels
 
 @dataclass
 class LidarNodeParams:
-    """Every parameter of the node, declared once; `config/lidar_ovseg.yaml` mirrors these."""
+    """Every parameter of the node, declared once: `ros2 param describe` shows these
+    descriptions and ranges; `config/lidar_ovseg.yaml` mirrors them. Read-only ones are read at
+    start-up; `runtime=True` ones can be set while the node runs."""
 
     # Model (read at start-up).
-    method: str = "igloss"  # igloss (ScaLR+ + image prototypes) | openscene (CLIP-text MinkUNet)
-    profile: str = "tiny"  # "full": ScaLR+ checkpoint + DINOv2-large + sd-turbo; "tiny": built-in
-    checkpoint: str = ""  # ScaLR+ ckpt_last.pth (profile full)
-    backbone: str = "scalr_plus"
-    sensor: str = "nuscenes"  # intensity normalisation: nuscenes | semantickitti
-    feature_model: str = "facebook/dinov2-large"
-    generator_model: str = "stabilityai/sd-turbo"
-    images_per_class: int = 4
-    seed: int = 0
-    cache_dir: str = ""
-    classifier: str = "logreg"
-    min_score: float = 0.0  # > 0: points scoring below get NO_CLASS_ID; 0 disables
-    device: str = "auto"
-    amp: str = "none"
+    method: str = node_param(
+        "igloss",
+        "Segmentation method: igloss (ScaLR+ features + image prototypes) or openscene "
+        "(CLIP-text MinkUNet).",
+    )
+    profile: str = node_param(
+        "tiny",
+        "full: real models (ScaLR+ checkpoint, DINOv2-large, sd-turbo or cached weights); tiny: "
+        "built-in small untrained models, labels NOT meaningful.",
+        choices=("tiny", "full"),
+    )
+    checkpoint: str = node_param(
+        "",
+        "ScaLR+ ckpt_last.pth (profile full, method igloss); empty: the cached "
+        "igloss-scalr-plus (lidar-ovseg weights fetch).",
+    )
+    backbone: str = node_param("scalr_plus", "LiDAR backbone preset (e.g. scalr_plus).")
+    sensor: str = node_param(
+        "nuscenes", "Intensity normalisation of the sensor.", choices=("nuscenes", "semantickitti")
+    )
+    feature_model: str = node_param(
+        "facebook/dinov2-large", "Image feature model for prototypes (Hugging Face id or folder)."
+    )
+    generator_model: str = node_param(
+        "stabilityai/sd-turbo", "Text-to-image model generating prototype images (id or folder)."
+    )
+    images_per_class: int = node_param(4, "Prototype images generated per class.", range=(1, 1000))
+    seed: int = node_param(
+        0, "Random seed of image generation and tiny models.", range=(0, 2**31 - 1)
+    )
+    cache_dir: str = node_param(
+        "", "Prototype cache folder; empty: ~/.cache/lidar_ovseg_ros/prototypes."
+    )
+    classifier: str = node_param(
+        "logreg", "Prototype classifier: logreg (IGLOSS) or nearest.", choices=("logreg", "nearest")
+    )
+    min_score: float = node_param(
+        0.0,
+        "Points scoring below get label 65535 (no class); 0 disables the threshold.",
+        range=(0.0, 1.0),
+    )
+    device: str = node_param("auto", "Torch device: auto, cpu, cuda or cuda:N.")
+    amp: str = node_param(
+        "none", "Autocast on CUDA: none, fp16 or bf16.", choices=("none", "fp16", "bf16")
+    )
     # OpenScene (method openscene; read at start-up).
-    openscene_checkpoint: str = ""  # nuscenes_openseg.pth.tar (profile full)
-    openscene_arch: str = "MinkUNet18A"
-    openscene_features: str = "openseg"  # openseg (768-d, CLIP ViT-L/14@336) | lseg (512-d)
-    text_model: str = ""  # CLIP text tower; "" = the one matching openscene_features
-    prompt_template: str = "a {} in a scene"
-    tta_repeats: int = 0  # 0: one pass; N: official random rotation/scale, N passes summed
+    openscene_checkpoint: str = node_param(
+        "",
+        "OpenScene nuscenes_openseg.pth.tar (method openscene, profile full); empty: the cached "
+        "openscene-nuscenes-openseg.",
+    )
+    openscene_arch: str = node_param("MinkUNet18A", "OpenScene 3D network architecture.")
+    openscene_features: str = node_param(
+        "openseg",
+        "OpenScene feature space: openseg (768-d, CLIP ViT-L/14@336) or lseg (512-d).",
+        choices=("openseg", "lseg"),
+    )
+    text_model: str = node_param(
+        "", "CLIP text tower for OpenScene; empty: the one matching openscene_features."
+    )
+    prompt_template: str = node_param(
+        "a {} in a scene", "Prompt template for class names ({} is the name; OpenScene)."
+    )
+    tta_repeats: int = node_param(
+        0,
+        "0: one pass; N: the official random rotation/scale test-time augmentation, N passes.",
+        range=(0, 100),
+    )
     # Free-text heat map on ~/output/grounding (methods with text features; runtime).
-    query: str = ""
+    query: str = node_param(
+        "", "Free-text query; a heat map on ~/output/grounding (empty: off).", runtime=True
+    )
     # I/O (read per frame, settable at runtime).
-    input_reliability: str = "best_effort"
-    max_points: int = 500_000
-    voxel_size: float = 0.4
-    max_markers: int = 20_000
-    publish_markers: bool = True
-    diagnostics_period: float = 1.0
-
-
-_RUNTIME = {"max_points", "voxel_size", "max_markers", "publish_markers", "query"}
-
-
-def _check_runtime(name: str, value: Any) -> str | None:
-    if name == "max_points" and value <= 0:
-        return "max_points must be positive"
-    if name == "voxel_size" and value <= 0:
-        return "voxel_size must be positive"
-    if name == "max_markers" and value < 0:
-        return "max_markers must be >= 0"
-    return None
+    input_reliability: str = node_param(
+        "best_effort",
+        "QoS reliability of the cloud subscription (bags and many drivers are reliable).",
+        choices=("best_effort", "reliable"),
+    )
+    max_points: int = node_param(
+        500_000, "Larger clouds are rejected and counted.", range=(1, 50_000_000), runtime=True
+    )
+    voxel_size: float = node_param(
+        0.4, "Cube size (m) of ~/output/voxels.", range=(0.01, 100.0), runtime=True
+    )
+    max_markers: int = node_param(
+        20_000,
+        "Most cubes in ~/output/voxels (RViz slows beyond ~20k); 0: none.",
+        range=(0, 10_000_000),
+        runtime=True,
+    )
+    publish_markers: bool = node_param(True, "Publish ~/output/voxels.", runtime=True)
+    diagnostics_period: float = node_param(
+        1.0, "Seconds between /diagnostics messages.", range=(0.05, 3600.0)
+    )
 
 
 class LidarOvsegNode(GuardedNode):
@@ -107,18 +160,7 @@ class LidarOvsegNode(GuardedNode):
 
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__("lidar_ovseg_node", **node_kwargs)
-        for f in fields(LidarNodeParams):
-            self.declare_parameter(
-                f.name,
-                f.default,
-                ParameterDescriptor(read_only=f.name not in _RUNTIME),
-            )
-        p = LidarNodeParams(
-            **{f.name: self.get_parameter(f.name).value for f in fields(LidarNodeParams)}
-        )
-        self.params = p
-        self._runtime = {name: getattr(p, name) for name in _RUNTIME}
-        self.add_on_set_parameters_callback(self._on_set_runtime)
+        p = declare_node_params(self, LidarNodeParams)
 
         from lidar_ovseg_ros.segmentation.base import METHODS, supports_grounding
         from lidar_ovseg_ros.segmentation.segmenter import LidarSegmenter
@@ -206,21 +248,10 @@ class LidarOvsegNode(GuardedNode):
             throttle_duration_sec=10.0,
         )
 
-    def _on_set_runtime(self, params: list[Parameter]) -> SetParametersResult:
-        for prm in params:
-            if prm.name == "query" and str(prm.value).strip() and not self.grounding:
-                return SetParametersResult(
-                    successful=False,
-                    reason=f"method {self.params.method} has no text-aligned features for 'query'",
-                )
-            if prm.name in _RUNTIME:
-                reason = _check_runtime(prm.name, prm.value)
-                if reason:
-                    return SetParametersResult(successful=False, reason=reason)
-        for prm in params:
-            if prm.name in _RUNTIME:
-                self._runtime[prm.name] = prm.value
-        return SetParametersResult(successful=True)
+    def check_param(self, name: str, value: Any) -> str | None:
+        if name == "query" and str(value).strip() and not self.grounding:
+            return f"method {self.params.method} has no text-aligned features for 'query'"
+        return None
 
     def _on_vocabulary_status(self, status: SwitchStatus) -> None:
         self.vocab_pub.publish(status, self._frame_id)
