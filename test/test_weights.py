@@ -765,3 +765,14 @@ def test_3d_avs_files_from_the_file_sharing_page_resolve_once_installed(cache, t
     assert resolve_model_file(None, "openscene-nuscenes-openseg").read_bytes() == (
         b"openscene-nuscenes-openseg"
     )
+
+
+def test_generator_is_opt_in_and_names_both_ways_out(hub):
+    from lidar_ovseg_ros.prototypes.generation import GenerationConfig, TextToImageGenerator
+
+    gen = TextToImageGenerator.from_pretrained(GenerationConfig(model_id="stabilityai/sd-turbo"))
+    with pytest.raises(ModelNotAvailableError) as err:
+        gen.pipe  # noqa: B018 - loading is what is refused
+    text = str(err.value)
+    assert "`lidar-ovseg weights fetch sd-turbo`" in text
+    assert "igloss-prototype-images" in text and "\n" not in text
