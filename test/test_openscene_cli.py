@@ -56,6 +56,14 @@ def test_segment_with_openscene_and_a_query(tmp_path, capsys):
     assert json.loads(summary.read_text())["untrained"] is True
 
 
+def test_full_profile_without_the_checkpoint_is_a_one_line_error(capsys):
+    code = main(["segment", "--frame", "nuscenes", "--method", "openscene", "--profile", "full"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nuscenes_openseg.pth.tar" in err[0]
+    assert "lidar-ovseg weights fetch openscene-nuscenes-openseg" in err[0]
+
+
 def test_query_with_igloss_is_a_one_line_error(capsys):
     code = main(["segment", "--frame", "nuscenes", "--profile", "tiny", "--query", "a car"])
     assert code == 2
