@@ -450,9 +450,11 @@ def _official_layout_archive(top: str) -> bytes:
         for i, cls in enumerate(names):
             for j in range(1 + i % 2):
                 seed += 1
-                members.append(
-                    _file(f"{top}/{IGLOSS_TEMPLATES}/{folder}/{i}_{cls}/{j:05d}.png", _png(seed))
+                member = _file(
+                    f"{top}/{IGLOSS_TEMPLATES}/{folder}/{i}_{cls}/{j:05d}.png", _png(seed)
                 )
+                member[0].mode = 0o775 if seed % 7 == 0 else 0o664  # as `git archive` writes
+                members.append(member)
     return _tar_bytes(members)
 
 

@@ -3,7 +3,8 @@
 Every member is checked before anything is written: a name that is absolute, holds `..`, a
 drive letter or a backslash, a symbolic or hard link, a device file or a FIFO makes the whole
 archive refused (`UnsafeArchiveError`). Files are then written one by one under the target
-folder with plain permissions (no set-uid bits, no owners, no timestamps from the archive).
+folder with plain permissions (0644, or 0755 when executable in the archive; no set-uid bits, no
+owners, no timestamps from the archive).
 """
 
 from __future__ import annotations
@@ -51,11 +52,13 @@ def _select(rel: PurePosixPath, strip_top: bool, members: Sequence[str]) -> Pure
     return rel
 
 
-def _write(dest: Path, source: IO[bytes]) -> None:
+def _write(dest: Path, source: IO[bytes], mode: int) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     with open(dest, "wb") as out:
         shutil.copyfileobj(source, out, 1 << 20)
-    dest.chmod(0o644)
+    # Plain permissions; only the executable bit is kept (git records it: a pinned tree id
+    # depends on it). Never set-uid/set-gid/sticky, never group/other write.
+    dest.chmod(0o755 if mode & 0o111 else 0o644)
 
 
 def _tar_plan(
@@ -121,7 +124,7 @@ def safe_extract(
                 if out is None or str(out) == "." or info.is_dir():
                     continue
                 with zf.open(info) as src:
-                    _write(target / out, src)
+                    _write(target / out, src, info.external_attr >> 16)
                 written.append(out)
         return written
     try:
@@ -141,6 +144,6 @@ def safe_extract(
             if src is None:  # pragma: no cover - isfile() members always have data
                 continue
             with src:
-                _write(target / out, src)
+                _write(target / out, src, info.mode)
             written.append(out)
     return written
