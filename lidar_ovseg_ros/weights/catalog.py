@@ -136,7 +136,7 @@ _ENTRIES = (
         licence="Apache-2.0 (IGLOSS source headers; the repository has no root LICENSE file)",
         url=f"https://codeload.github.com/valeoai/IGLOSS/tar.gz/{IGLOSS_COMMIT}",
         filename=f"IGLOSS-{IGLOSS_COMMIT}.tar.gz",
-        size="~130 MB (whole repository; 205 MB of images kept)",
+        size="~205 MB (the whole repository at that commit; the images are almost all of it)",
         target=IGLOSS_TEMPLATES,
         members=(
             f"{IGLOSS_TEMPLATES}/nuscenes_gpt_templates",
