@@ -110,3 +110,18 @@ def test_tpss_is_the_mean_cosine_to_the_label_text():
     assert math.isnan(tpss(feats[:1], np.array([NO_CLASS_ID]), text))
     with pytest.raises(ValueError, match="labels"):
         tpss(feats, labels[:2], text)
+
+
+def test_tpss_of_an_openscene_result_equals_the_per_point_definition(nuscenes_frame):
+    """From the voxel features + rows (no per-point copy) == the per-point formula."""
+    from lidar_ovseg_ros.autovocab.tpss import tpss_of_result
+    from lidar_ovseg_ros.segmentation.openscene import OpenSceneConfig, OpenSceneSegmenter
+
+    seg = OpenSceneSegmenter.from_config(OpenSceneConfig(profile="tiny", device="cpu"))
+    active = seg.set_vocabulary(Vocabulary.from_names(["car", "road", "tree"]))
+    xyz = nuscenes_frame.xyz[::4]
+    res = seg.segment(xyz, return_features=True)
+    got = tpss_of_result(res, active.text_embeddings)
+    expected = tpss(res.features[res.valid], res.labels[res.valid], active.text_embeddings)
+    assert got == pytest.approx(expected, abs=1e-5)
+    assert -1 <= got <= 1

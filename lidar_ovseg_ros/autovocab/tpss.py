@@ -34,3 +34,28 @@ def tpss(
     t = torch.nn.functional.normalize(t, dim=1)
     cos = (f * t[lab[keep]]).sum(dim=1)
     return float(cos.double().mean())
+
+
+def tpss_of_result(result: object, text_embeddings: torch.Tensor) -> float:
+    """TPSS of a labeled frame from a segmenter result: OpenScene's per-pass normalised voxel
+    features and point->voxel rows (no per-point copy), or per-point `features` otherwise."""
+    labels = np.asarray(result.labels, dtype=np.int64)
+    passes = getattr(result, "passes", None)
+    text = torch.as_tensor(text_embeddings).float()
+    if passes:
+        k = text.shape[0]
+        total = None
+        for normed, rows in passes:
+            ok = (rows >= 0) & (labels < k)
+            t = torch.nn.functional.normalize(text.to(normed.device), dim=1)
+            r = torch.from_numpy(rows[ok]).to(normed.device)
+            lab = torch.from_numpy(labels[ok]).to(normed.device)
+            cos = (normed.float()[r] * t[lab]).sum(dim=1)
+            total = cos if total is None else total + cos
+        if total is None or total.numel() == 0:
+            return float("nan")
+        return float((total / len(passes)).double().mean())
+    features = getattr(result, "features", None)
+    if features is None:
+        raise ValueError("the result carries no features (segment with return_features=True)")
+    return tpss(features, labels, text)
