@@ -540,3 +540,48 @@ def test_vocabulary_parameters_stay_consistent_with_what_is_active(running, nusc
     assert wait_for(lambda: probe.vocabulary_state()["active"]["name"] == kitti.name, 120)
     assert probe.set(Parameter("vocabulary_file", value="nuscenes"))[0].successful
     assert wait_for(lambda: probe.vocabulary_state()["active"]["name"] == "nuscenes", 120)
+
+
+# -- time: node clock, max_age, backwards jumps (issue 8 "Time" and item 1 for the LiDAR node) ----
+
+
+def test_backwards_stamp_jump_is_counted_and_labeling_goes_on(running, nuscenes_frame):
+    node, probe = running
+    before = node.counters["time_jumps"]
+    probe.publish_and_wait(cloud_msg(nuscenes_frame.points[:3000], stamp_sec=50_000))
+    out = probe.publish_and_wait(cloud_msg(nuscenes_frame.points[:3000], stamp_sec=800))
+    assert out.header.stamp.sec == 800  # a looped bag keeps being labeled
+    assert node.counters["time_jumps"] == before + 1
+    out = probe.publish_and_wait(cloud_msg(nuscenes_frame.points[:3000], stamp_sec=801))
+    assert node.counters["time_jumps"] == before + 1  # forward again: no new jump
+    assert wait_for(lambda: int(probe.latest_diag_values().get("time_jumps", 0)) >= before + 1, 10)
+
+
+def test_max_age_and_sim_time_clock_jumps(running, nuscenes_frame):
+    """Staleness is measured on the node clock: with use_sim_time the /clock topic decides;
+    a cloud older than max_age is dropped and counted; /clock going back is a time jump."""
+    from builtin_interfaces.msg import Time
+    from rosgraph_msgs.msg import Clock
+
+    node, probe = running
+    clock_pub = probe.node.create_publisher(Clock, "/clock", 10)
+    assert probe.set(Parameter("max_age", value=5.0))[0].successful
+    assert probe.set(Parameter("use_sim_time", value=True))[0].successful
+    try:
+        clock_pub.publish(Clock(clock=Time(sec=10_000)))
+        assert wait_for(lambda: node.get_clock().now().nanoseconds // 10**9 == 10_000, 10)
+        dropped = node.counters["dropped_old"]
+        probe.pub.publish(cloud_msg(nuscenes_frame.points[:3000], stamp_sec=9_990))  # 10 s old
+        assert wait_for(lambda: node.counters["dropped_old"] == dropped + 1, 10)
+        out = probe.publish_and_wait(cloud_msg(nuscenes_frame.points[:3000], stamp_sec=9_998))
+        assert out.header.stamp.sec == 9_998  # 2 s old on the simulated clock: labeled
+        jumps = node.counters["time_jumps"]
+        clock_pub.publish(Clock(clock=Time(sec=200)))  # the simulation was reset
+        assert wait_for(lambda: node.counters["time_jumps"] > jumps, 10)
+        out = probe.publish_and_wait(cloud_msg(nuscenes_frame.points[:3000], stamp_sec=199))
+        assert out.header.stamp.sec == 199  # labeling goes on after the jump
+    finally:
+        assert probe.set(Parameter("use_sim_time", value=False))[0].successful
+        assert probe.set(Parameter("max_age", value=0.0))[0].successful
+        probe.node.destroy_publisher(clock_pub)
+    assert wait_for(lambda: int(probe.latest_diag_values().get("dropped_old", 0)) >= 1, 10)

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.clock import ClockChange, JumpThreshold
+from rclpy.duration import Duration
 from rclpy.event_handler import (
     QoSMessageLostInfo,
     SubscriptionEventCallbacks,
@@ -150,9 +152,21 @@ class LidarNodeParams:
         runtime=True,
     )
     publish_markers: bool = node_param(True, "Publish ~/output/voxels.", runtime=True)
+    max_age: float = node_param(
+        0.0,
+        "Clouds older than this many seconds (node clock minus stamp; use_sim_time-aware) are "
+        "dropped and counted as dropped_old, not labeled; 0 disables.",
+        range=(0.0, 3600.0),
+        runtime=True,
+    )
     diagnostics_period: float = node_param(
         1.0, "Seconds between /diagnostics messages.", range=(0.05, 3600.0)
     )
+
+
+TIME_JUMP_SECONDS = 1.0
+"""A cloud stamped this much before the previous one (or the node clock jumping back this much)
+is a time jump (bag looped or replayed again, simulation reset), not network reordering."""
 
 
 class LidarOvsegNode(GuardedNode):
@@ -191,10 +205,21 @@ class LidarOvsegNode(GuardedNode):
             "skipped_no_vocabulary": 0,
             "grounding_errors": 0,
             "messages_lost": 0,  # reported by the middleware (e.g. a cloud too large for DDS)
+            "dropped_old": 0,  # older than max_age on the node clock
+            "time_jumps": 0,  # stamps or the node clock went backwards (bag loop, sim reset)
         }
         self.last_rejection = ""
         self.processing_ms = RollingStats()
         self.latency_ms = RollingStats()
+        self._last_stamp: float | None = None
+        self._clock_jump = self.get_clock().create_jump_callback(
+            JumpThreshold(
+                min_forward=None,
+                min_backward=Duration(seconds=-TIME_JUMP_SECONDS),
+                on_clock_change=True,
+            ),
+            post_callback=self._on_clock_jump,
+        )
         self._frame_id = ""
 
         self.cloud_pub = self.create_publisher(PointCloud2, "~/output/points", output_qos())
@@ -264,8 +289,37 @@ class LidarOvsegNode(GuardedNode):
             self.last_rejection = reason
         self.get_logger().warning(f"rejected a cloud: {reason}", throttle_duration_sec=5.0)
 
+    def _time_jumped(self, why: str) -> None:
+        """Stamps or the clock went backwards: clear time-based state, log once, count, go on."""
+        with self._lock:
+            self.counters["time_jumps"] += 1
+            self._last_stamp = None
+        self.latency_ms = RollingStats()  # latencies across the jump mean nothing
+        self.get_logger().warning(f"time jumped backwards ({why}): state cleared, going on")
+
+    def _on_clock_jump(self, jump: Any) -> None:
+        if jump.clock_change in (ClockChange.ROS_TIME_ACTIVATED, ClockChange.ROS_TIME_DEACTIVATED):
+            return  # use_sim_time switched on or off: not a jump of the stamps
+        self._time_jumped(f"the node clock jumped {jump.delta.nanoseconds * 1e-9:.1f} s")
+
+    def _too_old(self, msg: PointCloud2) -> bool:
+        """Detect a backwards jump of the stamps; drop (and count) a cloud older than max_age."""
+        stamp = stamp_to_seconds(msg.header.stamp)
+        with self._lock:
+            last, self._last_stamp = self._last_stamp, stamp
+        if last is not None and stamp < last - TIME_JUMP_SECONDS:
+            self._time_jumped(f"a cloud stamped {last - stamp:.1f} s before the previous one")
+        max_age = float(self.params.max_age)
+        now = self.get_clock().now().nanoseconds * 1e-9
+        if max_age > 0 and now > 0 and now - stamp > max_age:  # now 0: no /clock yet
+            self._reject("dropped_old", f"cloud is {now - stamp:.2f} s old (max_age {max_age} s)")
+            return True
+        return False
+
     def _process(self, msg: PointCloud2) -> None:
         start = time.perf_counter()
+        if self._too_old(msg):
+            return
         try:
             scan = read_points(msg)
         except PointCloudFormatError as exc:
