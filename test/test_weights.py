@@ -778,3 +778,17 @@ def test_generator_is_opt_in_and_names_both_ways_out(hub):
     text = str(err.value)
     assert "`lidar-ovseg weights fetch sd-turbo`" in text
     assert "igloss-prototype-images" in text and "\n" not in text
+
+
+def test_archive_without_the_checkpoint_is_refused_and_the_download_reused(server, cache):
+    body = _tar_bytes([_file("logs/model.pth", b"not the expected name")])
+    entry = _archive_entry(server, body)
+    with pytest.raises(FileNotFoundError, match=r"ckpt_last\.pth.*holds logs/model\.pth"):
+        fetch(entry, progress=False)
+    assert not status(entry).cached
+    server.files["/model.tar.gz"] = _tar_bytes([_file("logs/ckpt_last.pth", b"ok")])
+    with pytest.raises(FileNotFoundError):  # the complete download is unpacked again, not fetched
+        fetch(entry, progress=False)
+    assert len(server.requests) == 1
+    assert fetch(entry, progress=False, force=True).read_bytes() == b"ok"  # --force downloads
+    assert len(server.requests) == 2

@@ -85,7 +85,12 @@ def find_target(entry: ModelEntry, folder: Path) -> Path:
     else:
         found = [folder / entry.target] if (folder / entry.target).exists() else []
     if len(found) != 1:
-        what = "nothing" if not found else ", ".join(str(p.relative_to(folder)) for p in found)
+        if found:
+            what = ", ".join(str(p.relative_to(folder)) for p in found)
+        else:
+            files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+            what = "nothing; it holds " + (", ".join(files[:8]) or "no files")
+            what += " ..." if len(files) > 8 else ""
         raise FileNotFoundError(
             f"model '{entry.name}': expected exactly one '{entry.target}' in {folder}, found {what}"
         )

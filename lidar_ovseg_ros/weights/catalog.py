@@ -208,7 +208,7 @@ _ENTRIES = (
         url="https://github.com/valeoai/ScaLR/releases/download/v0.2.0/"
         "WI_768-ScaLR_plus-pretrained.tar.gz",
         filename="WI_768-ScaLR_plus-pretrained.tar.gz",
-        target="**/*.pth",
+        target="**/ckpt_last.pth",
     ),
     ModelEntry(
         name="waffleiron-nuscenes",

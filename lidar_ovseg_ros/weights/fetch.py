@@ -160,6 +160,13 @@ def fetch(
         )
     assert entry.url is not None
     dest = layout.download_path(entry)
+    if force and dest.is_file():
+        dest.unlink()
+    if dest.is_file():  # complete (only whole files get this name) but not installed last time
+        digest = sha256_file(dest)
+        if not entry.sha256 or digest == entry.sha256:
+            return _install(entry, layout, dest, digest, origin=entry.url, consume=True)
+        dest.unlink()
     try:
         digest = download(
             entry.url,
