@@ -792,3 +792,17 @@ def test_archive_without_the_checkpoint_is_refused_and_the_download_reused(serve
     assert len(server.requests) == 1
     assert fetch(entry, progress=False, force=True).read_bytes() == b"ok"  # --force downloads
     assert len(server.requests) == 2
+
+
+def test_a_second_concurrent_fetch_fails_at_once(server, cache):
+    import fcntl
+
+    entry = _entry(server, "/ckpt.pth", b"weights")
+    lock = cache / "downloads" / entry.name / ".lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(FetchError, match="another process is fetching 'test-model'"):
+            fetch(entry, progress=False)
+    assert server.requests == []
+    assert fetch(entry, progress=False).read_bytes() == b"weights"

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,41 @@ def fetch(
         st = status(entry, cache_dir)
         if st.cached and st.path is not None:
             return st.path
+    with _exclusive(layout, entry):
+        return _fetch_file(entry, layout, file, force, timeout, retries, progress)
+
+
+@contextlib.contextmanager
+def _exclusive(layout: CacheLayout, entry: ModelEntry) -> Iterator[None]:
+    """One fetch of a model at a time (two would write the same partial file): a second one
+    fails at once with a clear error instead of waiting."""
+    import fcntl
+
+    lock_path = layout.downloads / entry.name / ".lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise FetchError(
+                f"another process is fetching '{entry.name}' into {layout.root} (lock "
+                f"{lock_path}); wait for it to finish"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _fetch_file(
+    entry: ModelEntry,
+    layout: CacheLayout,
+    file: str | Path | None,
+    force: bool,
+    timeout: float,
+    retries: int,
+    progress: bool,
+) -> Path:
     if file is not None:
         source = Path(file).expanduser()
         if not source.is_file():
