@@ -97,6 +97,15 @@ def _zip_plan(
         yield info, rel
 
 
+def _check_space(target: Path, needed: int, archive: Path) -> None:
+    free = shutil.disk_usage(target).free
+    if needed > free:
+        raise OSError(
+            f"{archive.name}: unpacking needs {needed / 1e9:.2f} GB, {target} has "
+            f"{free / 1e9:.2f} GB free"
+        )
+
+
 def safe_extract(
     archive: str | Path,
     target: str | Path,
@@ -119,8 +128,9 @@ def safe_extract(
     if as_zip:
         with zipfile.ZipFile(archive) as zf:
             plan = list(_zip_plan(zf, archive))
-            for info, rel in plan:
-                out = _select(rel, strip_top, members)
+            kept = [(i, _select(r, strip_top, members)) for i, r in plan]
+            _check_space(target, sum(i.file_size for i, out in kept if out is not None), archive)
+            for info, out in kept:
                 if out is None or str(out) == "." or info.is_dir():
                     continue
                 with zf.open(info) as src:
@@ -136,8 +146,9 @@ def safe_extract(
             plan = list(_tar_plan(tar, archive))
         except tarfile.TarError as exc:
             raise ArchiveFormatError(f"{archive.name}: unreadable archive ({exc})") from exc
-        for info, rel in plan:
-            out = _select(rel, strip_top, members)
+        kept = [(i, _select(r, strip_top, members)) for i, r in plan]
+        _check_space(target, sum(i.size for i, out in kept if out is not None), archive)
+        for info, out in kept:
             if out is None or str(out) == "." or info.isdir():
                 continue
             src = tar.extractfile(info)
