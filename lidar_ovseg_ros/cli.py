@@ -30,12 +30,13 @@ def _broken_command(name: str, error: Exception):
     return register
 
 
-def command_modules() -> list[tuple[str, object]]:
-    """(name, register function) of every module in `lidar_ovseg_ros.commands`, sorted."""
+def command_modules(only: str | None = None) -> list[tuple[str, object]]:
+    """(name, register function) of every module in `lidar_ovseg_ros.commands`, sorted; with
+    `only`, just the module of that name (if there is one)."""
     package = importlib.import_module(COMMANDS_PACKAGE)
     found = []
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
+        if info.name.startswith("_") or (only is not None and info.name != only):
             continue
         try:
             module = importlib.import_module(f"{COMMANDS_PACKAGE}.{info.name}")
@@ -48,15 +49,30 @@ def command_modules() -> list[tuple[str, object]]:
     return found
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every command; with `command` (e.g. 'replay'), only that command's module
+    is imported when its module has that name, so light commands (replay, record, demo-bag)
+    start without the heavy imports of the others (torch)."""
+    if command is not None and not command.startswith("-"):
+        parser = _parser(command_modules(command.replace("-", "_")))
+        if command in _choices(parser):
+            return parser
+    return _parser(command_modules())
+
+
+def _parser(modules: list[tuple[str, object]]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Open-vocabulary LiDAR segmentation (IGLOSS) and related offline tools.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for _name, register in command_modules():
+    for _name, register in modules:
         register(subparsers)
     return parser
+
+
+def _choices(parser: argparse.ArgumentParser) -> set[str]:
+    return {c for a in parser._actions if a.dest == "command" for c in a.choices or ()}
 
 
 def _fail(message: str) -> int:
@@ -76,7 +92,8 @@ def _describe(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     # Library warnings (e.g. "profile 'tiny' ... UNTRAINED") reach the terminal once, plainly.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:

@@ -227,3 +227,21 @@ def test_usage_errors(capsys):
         main(["segment", "--profile", "huge"])
     commands = build_parser()._subparsers._group_actions[0].choices
     assert {"segment", "build-prototypes", "eval"} <= set(commands)
+
+
+def test_light_commands_start_without_torch():
+    """`lidar-ovseg replay` (replay.launch.py player:=lidar_ovseg) imports only its own command:
+    no torch (seconds and hundreds of MB) for a bag player."""
+    code = (
+        "import sys\n"
+        "from lidar_ovseg_ros.cli import build_parser\n"
+        "for name in ('replay', 'record', 'demo-bag'):\n"
+        "    parser = build_parser(name)\n"
+        "    assert parser.parse_args([name, 'x', '--topics', 'a'] if name == 'record' "
+        "else [name, 'x']).command == name\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "full = build_parser('eval')  # a command whose module has another name: all commands\n"
+        "assert {'segment', 'eval', 'replay'} <= set(full._subparsers._group_actions[0].choices)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
