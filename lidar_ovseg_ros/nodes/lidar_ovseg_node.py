@@ -129,6 +129,37 @@ class LidarNodeParams:
         "0: one pass; N: the official random rotation/scale test-time augmentation, N passes.",
         range=(0, 100),
     )
+    # Auto vocabulary (3D-AVS; method openscene; read at start-up).
+    vocabulary_mode: str = node_param(
+        "manual",
+        "manual: the vocabulary parameters decide; auto: the node captions the newest scan every "
+        "auto_period s (SMAP + ClipCap), turns the captions into classes and swaps them in.",
+        choices=("manual", "auto"),
+    )
+    auto_period: float = node_param(
+        10.0, "Seconds between auto-vocabulary rounds (vocabulary_mode auto).", range=(0.1, 86400.0)
+    )
+    auto_keep_base: bool = node_param(
+        True, "Auto mode: the start-up vocabulary's classes always stay (base classes)."
+    )
+    auto_window: int = node_param(
+        5, "Auto mode: a class leaves after this many rounds without its tag.", range=(1, 1000)
+    )
+    auto_max_classes: int = node_param(
+        24, "Auto mode: most caption classes (base classes come on top).", range=(0, 256)
+    )
+    auto_merge_threshold: float = node_param(
+        0.9, "Auto mode: CLIP-text cosine at which two tags are one class.", range=(0.0, 1.0)
+    )
+    smap_checkpoint: str = node_param(
+        "", "3D-AVS point captioner smap_model_epoch_20.pth.tar (auto mode, profile full)."
+    )
+    clipcap_weights: str = node_param(
+        "", "ClipCap COCO decoder coco_weights.pt (auto mode, profile full)."
+    )
+    gpt2_tokenizer: str = node_param(
+        "gpt2", "GPT-2 tokenizer of ClipCap (hub id or folder; auto mode, profile full)."
+    )
     # Free-text heat map on ~/output/grounding (methods with text features; runtime).
     query: str = node_param(
         "", "Free-text query; a heat map on ~/output/grounding (empty: off).", runtime=True
@@ -181,6 +212,8 @@ class LidarOvsegNode(GuardedNode):
 
         if p.method not in METHODS:
             raise ValueError(f"parameter 'method' must be one of {list(METHODS)}, got {p.method!r}")
+        if p.vocabulary_mode == "auto" and p.method != "openscene":  # before any model loads
+            raise ValueError("vocabulary_mode 'auto' needs method 'openscene' (classes by text)")
         if p.method == "openscene":
             self.segmenter = _openscene_segmenter(p)
         else:
@@ -233,6 +266,12 @@ class LidarOvsegNode(GuardedNode):
         self.vocab_params = VocabularyParameters(self, self.switcher)
         vocabulary, source = self.vocab_params.initial()
         self.switcher.request(vocabulary, source)
+        self.autovocab = None
+        if p.vocabulary_mode == "auto":
+            from lidar_ovseg_ros.nodes.autovocab_mode import AutoVocabMode
+
+            base = vocabulary if p.auto_keep_base else None
+            self.autovocab = AutoVocabMode(self, p, self.segmenter, self.switcher, base)
 
         self.worker: LatestWorker = LatestWorker(self._process, name="lidar-ovseg-worker")
         self.subscription = self._create_input(input_qos(p.input_reliability))
@@ -356,6 +395,8 @@ class LidarOvsegNode(GuardedNode):
             msg.header, scan.xyz, points[:, 3], result.labels, result.scores, rgb, height=height
         )
         self.cloud_pub.publish(out)
+        if self.autovocab is not None:
+            self.autovocab.on_frame(points, result)
         self._publish_grounding(msg, scan.xyz, result)
         if self._runtime["publish_markers"]:
             grid = voxelize_labels(
@@ -410,6 +451,8 @@ class LidarOvsegNode(GuardedNode):
         }
         vocab_values, vocab_state = vocabulary_diagnostics(status)
         values.update(vocab_values)
+        if self.autovocab is not None:
+            values.update(self.autovocab.diagnostics())
         for key, stats in (
             ("processing_time_ms", self.processing_ms),
             ("latency_ms", self.latency_ms),
@@ -427,6 +470,8 @@ class LidarOvsegNode(GuardedNode):
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop processing: nothing is published after this; the frame in progress is dropped."""
         self.closing = True
+        if self.autovocab is not None:
+            self.autovocab.stop(timeout * 0.2)
         self.worker.stop(timeout * 0.6)
         self.switcher.shutdown(timeout * 0.4)
 
