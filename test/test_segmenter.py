@@ -85,18 +85,24 @@ def test_one_label_per_nuscenes_point(seg, nuscenes_vocab, nuscenes_frame):
     assert set(result.timings) == set(STAGES) and result.timings["total"] > 0
     outside = _outside_crop(points)
     assert 0 < outside.sum() < 0.05 * len(points)
-    np.testing.assert_array_equal(labels == NO_CLASS_ID, outside)
-    assert (result.scores[outside] == 0).all()
-    inside = ~outside
-    assert (labels[inside] < 16).all()
-    assert ((result.scores[inside] > 0) & (result.scores[inside] <= 1)).all()
-    # The labels are the active classifier's predictions on the returned point features.
+    np.testing.assert_array_equal(result.valid, ~outside)
+    # Default out_of_crop "nearest" (IGLOSS / ScaLR): every finite point is labelled.
+    assert (labels < 16).all()
+    assert ((result.scores > 0) & (result.scores <= 1)).all()
+    # The labels are the active classifier's predictions on the returned point features (those
+    # of each point's nearest kept point).
     assert result.features.shape == (len(points), seg.feature_dim)
-    pred, score = nuscenes_vocab.classifier.predict(torch.from_numpy(result.features[inside]))
-    np.testing.assert_array_equal(labels[inside], pred.numpy())
-    np.testing.assert_allclose(result.scores[inside], score.numpy(), rtol=1e-6)
+    pred, score = nuscenes_vocab.classifier.predict(torch.from_numpy(result.features))
+    np.testing.assert_array_equal(labels, pred.numpy())
+    np.testing.assert_allclose(result.scores, score.numpy(), rtol=1e-6)
     # Same input, same output.
     np.testing.assert_array_equal(seg.segment(points).labels, labels)
+    # "no_class": points outside the crop get NO_CLASS_ID, the others keep their labels.
+    strict = seg.segment(points, label_outside_crop=False)
+    np.testing.assert_array_equal(strict.labels == NO_CLASS_ID, outside)
+    assert (strict.scores[outside] == 0).all()
+    np.testing.assert_array_equal(strict.labels[~outside], labels[~outside])
+    np.testing.assert_array_equal(strict.scores[~outside], result.scores[~outside])
 
 
 def test_kitti_frame_and_odd_points(cache_dir, kitti_frame):
@@ -106,8 +112,10 @@ def test_kitti_frame_and_odd_points(cache_dir, kitti_frame):
         cache_dir=str(cache_dir),
         images_per_class=1,
         device="cpu",
+        out_of_crop="no_class",
     )
     seg = LidarSegmenter.from_config(cfg)
+    assert seg.out_of_crop == "no_class"
     seg.set_vocabulary(SMALL)
     points = kitti_frame.points.copy()
     far = np.array([[100.0, 0.0, 0.0, 0.3], [3.0, 2.0, 20.0, 0.1]], np.float32)
@@ -130,6 +138,21 @@ def test_kitti_frame_and_odd_points(cache_dir, kitti_frame):
     assert empty.labels.shape == (0,) and empty.vocabulary.name == "small"
     with pytest.raises(ValueError, match=r"\[N, >=4\]"):
         seg.segment(np.zeros((5, 3), np.float32))
+
+
+def test_one_far_away_point_does_not_relabel_the_scan(seg, nuscenes_vocab, nuscenes_frame):
+    """Issue 9.2: the real scan plus one point at (-1e10, -1e10, -1e10) used to give every
+    in-range point the same label. The other points keep their labels; the far point (finite)
+    is labelled by its nearest kept point, a NaN point gets no class."""
+    seg.activate(nuscenes_vocab)
+    points = nuscenes_frame.points
+    reference = seg.segment(points)
+    assert len(np.unique(reference.labels)) > 1
+    far = np.array([[-1e10, -1e10, -1e10, 5.0, 0.0], [np.nan, 0.0, 0.0, 5.0, 0.0]], np.float32)
+    result = seg.segment(np.concatenate([far[:1], points, far[1:]]))
+    np.testing.assert_array_equal(result.labels[1:-1], reference.labels)
+    np.testing.assert_array_equal(result.scores[1:-1], reference.scores)
+    assert result.labels[0] < len(nuscenes_vocab) and result.labels[-1] == NO_CLASS_ID
 
 
 def test_switching_vocabulary_keeps_the_backbone(seg, nuscenes_vocab, small_vocab, nuscenes_frame):
@@ -215,6 +238,7 @@ def test_config_validation_and_missing_checkpoint(tmp_path):
         {"device": "tpu"},
         {"images_per_class": 0},
         {"min_score": 2.0},
+        {"out_of_crop": "drop"},
     ):
         key = next(iter(bad))
         with pytest.raises(SegmenterConfigError, match=key):

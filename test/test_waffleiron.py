@@ -292,3 +292,26 @@ def test_forward_rejects_bad_shapes(tiny_model, kitti_scan):
         tiny_model(feats[:, :4], cells, neigh)
     with pytest.raises(ValueError, match="neighbors"):
         tiny_model(feats, cells, neigh.transpose(1, 2))
+
+
+def test_chunked_inference_equals_the_whole_tensor_formulation(nuscenes_frame, monkeypatch):
+    """Inference runs the embedding, channel mixes and head over chunks of points with in-place
+    residuals (memory); the result equals the autograd (training-time) formulation to float32
+    rounding, and the training path is untouched."""
+    import lidar_ovseg_ros.models.waffleiron as wi
+
+    scan = preprocess(nuscenes_frame.points, PreprocessConfig.nuscenes())
+    model = randomize_(WaffleIron(WaffleIronConfig.tiny()), seed=2).eval()
+    inputs = model_inputs(scan)
+    with torch.enable_grad():
+        whole = model(*inputs).detach()
+    monkeypatch.setattr(wi, "CHUNK_ELEMENTS", 1 << 14)  # ~30 points per embedding chunk
+    feats_before = inputs[0].clone()
+    with torch.no_grad():
+        assert len(wi.point_chunks(scan.num_points, 32 * 16, model)) > 500
+        chunked = model(*inputs)
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
+    assert torch.equal(inputs[0], feats_before)  # the caller's tensors are not written
+    model.train()
+    with torch.no_grad():
+        assert wi.point_chunks(scan.num_points, 1, model) is None  # batch-norm stats need all

@@ -8,6 +8,13 @@ two deliberate additions that do not change single-scan fp32 results:
 - batches with padding are exact: padded points scatter into a spare cell that is dropped, so they
   never pollute cell 0 (the official collate sends them there);
 - under autocast the 3D->2D scatter-mean runs in fp32 and the residual stream stays fp32.
+
+Memory: in inference (no autograd) the per-point work -- the embedding, whose neighbour branch is
+a [B, C, N, K] tensor (K = 16 times the token size), the channel mixes and the head -- runs over
+chunks of points sized by `CHUNK_ELEMENTS`, and `WaffleIron.forward` adds the residuals in place.
+Every op involved works point by point, so chunks do not change what is computed; the peak drops
+from ~150 KB to a few KB per point at ScaLR+ width. With autograd on (training) the plain
+official formulation runs.
 """
 
 from __future__ import annotations
@@ -29,8 +36,12 @@ __all__ = [
     "WaffleIronBackbone",
     "WaffleIronConfig",
     "WaffleIronConfigError",
+    "point_chunks",
     "scatter_mean",
 ]
+
+CHUNK_ELEMENTS = 1 << 22
+"""Elements of the largest per-chunk temporary in inference (16 MB in fp32)."""
 
 _NORMS = ("layernorm", "batchnorm")
 _ACTIVATIONS = ("gelu", "relu")
@@ -167,6 +178,32 @@ class WaffleIronConfig:
         return cls(**{**base, **overrides})
 
 
+def _inference(module: nn.Module) -> bool:
+    """Eval mode without autograd: the only case where chunks and in-place sums are used."""
+    return not module.training and not torch.is_grad_enabled()
+
+
+def point_chunks(n: int, elements_per_point: int, module: nn.Module) -> list[slice] | None:
+    """Slices of at most `CHUNK_ELEMENTS // elements_per_point` points covering range(n), or None
+    when chunking does not apply (training mode, autograd on, or everything fits in one chunk:
+    batch-norm statistics in training and autograd need the whole tensor)."""
+    step = max(1, CHUNK_ELEMENTS // max(1, elements_per_point))
+    if not _inference(module) or step >= n:
+        return None
+    return [slice(start, min(start + step, n)) for start in range(0, n, step)]
+
+
+def _chunked(fn, x: torch.Tensor, chunks: list[slice]) -> torch.Tensor:
+    """`fn(x[..., part])` for every part, written into one [B, C_out, N] output."""
+    out = None
+    for part in chunks:
+        y = fn(part)
+        if out is None:
+            out = y.new_empty((*y.shape[:-1], x.shape[-1]))
+        out[..., part] = y
+    return out
+
+
 def scatter_mean(feat: torch.Tensor, index: torch.Tensor, num_cells: int) -> torch.Tensor:
     """Mean of `feat` [B, C, N] over points sharing a cell `index` [B, C, N] -> [B, C, num_cells].
 
@@ -234,12 +271,21 @@ class Embedding(nn.Module):
     def forward(self, x: torch.Tensor, neighbors: torch.Tensor) -> torch.Tensor:
         """x [B, C_in, N], neighbors [B, N, K] (the point itself excluded) -> [B, C_out, N]."""
         x = self.norm(x)
-        point_emb = self.conv1(x)
-        b, c, n = x.shape
+        b, _, n = x.shape
+        chunks = point_chunks(n, b * self.conv1.out_channels * neighbors.shape[-1], self)
+        if chunks is None:
+            return self._embed(x, neighbors, slice(None))
+        return _chunked(lambda part: self._embed(x, neighbors[:, part], part), x, chunks)
+
+    def _embed(self, x: torch.Tensor, neighbors: torch.Tensor, part: slice) -> torch.Tensor:
+        """Embedding of the points `part` of x [B, C_in, N]; `neighbors` [B, n, K] are theirs."""
+        centre = x[..., part]
+        point_emb = self.conv1(centre)
+        b, c, n = centre.shape
         k = neighbors.shape[-1]
         # One gather for all K neighbours; same values/layout as the official per-neighbour loop.
         idx = neighbors.reshape(b, 1, n * k).expand(-1, c, -1)
-        neigh = torch.gather(x, 2, idx).view(b, c, n, k) - x.unsqueeze(-1)
+        neigh = torch.gather(x, 2, idx).view(b, c, n, k) - centre.unsqueeze(-1)
         neigh_emb = self.conv2(neigh).max(-1)[0]
         return self.final(torch.cat((point_emb, neigh_emb), dim=1))
 
@@ -258,8 +304,15 @@ class ChannelMix(nn.Module):
         self.scale = nn.Conv1d(channels, channels, 1, bias=False, groups=channels)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return tokens + self.drop_path(self.scale(self.mlp(self.norm(tokens))))
+    def forward(self, tokens: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """`inplace` (inference only): the same sum written into `tokens`, chunk by chunk."""
+        if not (inplace and _inference(self)):
+            return tokens + self.drop_path(self.scale(self.mlp(self.norm(tokens))))
+        b, c, n = tokens.shape
+        for part in point_chunks(n, 4 * b * c, self) or [slice(None)]:
+            chunk = tokens[..., part]
+            chunk += self.scale(self.mlp(self.norm(chunk)))
+        return tokens
 
 
 class SpatialMix(nn.Module):
@@ -287,8 +340,11 @@ class SpatialMix(nn.Module):
     def extra_repr(self) -> str:
         return f"(grid): [{self.H}, {self.W}]"
 
-    def forward(self, tokens: torch.Tensor, index: torch.Tensor, padded: bool) -> torch.Tensor:
-        """`index` [B, C, N]: cell of each point; padded points (if `padded`) point at H*W."""
+    def forward(
+        self, tokens: torch.Tensor, index: torch.Tensor, padded: bool, inplace: bool = False
+    ) -> torch.Tensor:
+        """`index` [B, C, N]: cell of each point; padded points (if `padded`) point at H*W.
+        `inplace` (inference only): the residual is added into `tokens`."""
         b, c, _ = tokens.shape
         cells = self.H * self.W
         residual = scatter_mean(self.norm(tokens), index, cells + 1 if padded else cells)
@@ -299,6 +355,8 @@ class SpatialMix(nn.Module):
         if padded:  # padded points read a zero cell: their residual is 0
             residual = F.pad(residual, (0, 1))
         residual = torch.gather(residual, 2, index)
+        if inplace and _inference(self):
+            return tokens.add_(residual)
         return tokens + self.drop_path(residual)
 
 
@@ -326,9 +384,14 @@ class WaffleIronBackbone(nn.Module):
         )
 
     def forward(
-        self, tokens: torch.Tensor, cell_ind: torch.Tensor, point_mask: torch.Tensor | None = None
+        self,
+        tokens: torch.Tensor,
+        cell_ind: torch.Tensor,
+        point_mask: torch.Tensor | None = None,
+        inplace: bool = False,
     ) -> torch.Tensor:
-        """tokens [B, C, N], cell_ind [B, n_planes, N], point_mask [B, N] (False = padding)."""
+        """tokens [B, C, N], cell_ind [B, n_planes, N], point_mask [B, N] (False = padding).
+        `inplace` (inference only): `tokens` is updated in place (it must not be needed after)."""
         c = tokens.shape[1]
         padded = point_mask is not None and not bool(point_mask.all())
         indices = []
@@ -338,8 +401,8 @@ class WaffleIronBackbone(nn.Module):
                 ind = torch.where(point_mask, ind, torch.full_like(ind, h * w))
             indices.append(ind.unsqueeze(1).expand(-1, c, -1))
         for d, (smix, cmix) in enumerate(zip(self.spatial_mix, self.channel_mix)):
-            tokens = smix(tokens, indices[d % len(indices)], padded)
-            tokens = cmix(tokens)
+            tokens = smix(tokens, indices[d % len(indices)], padded, inplace)
+            tokens = cmix(tokens, inplace)
         return tokens
 
 
@@ -403,8 +466,13 @@ class WaffleIron(nn.Module):
         tokens = self.embed(feats, neighbors)
         if torch.is_autocast_enabled(tokens.device.type):
             tokens = tokens.float()  # keep the 48-layer residual stream in fp32
-        tokens = self.waffleiron(tokens, cell_ind, point_mask)
-        return self.classif(tokens)
+        tokens = self.waffleiron(tokens, cell_ind, point_mask, inplace=True)
+        b, _, n = tokens.shape
+        widest = max(m.out_channels for m in self.classif.modules() if isinstance(m, nn.Conv1d))
+        chunks = point_chunks(n, 2 * b * widest, self)
+        if chunks is None:
+            return self.classif(tokens)
+        return _chunked(lambda part: self.classif(tokens[..., part]), tokens, chunks)
 
     def _check_inputs(self, feats, cell_ind, neighbors, point_mask) -> None:
         c = self.config

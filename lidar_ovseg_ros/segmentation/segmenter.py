@@ -39,6 +39,7 @@ from lidar_ovseg_ros.vocabulary import NO_CLASS_ID, Vocabulary
 __all__ = [
     "BACKBONE_PRESETS",
     "DEFAULT_CACHE_DIR",
+    "OUT_OF_CROP",
     "PROFILES",
     "SENSORS",
     "STAGES",
@@ -57,6 +58,7 @@ PROFILES = ("full", "tiny")
 SENSORS = ("nuscenes", "semantickitti")
 BACKBONE_PRESETS = ("scalr_plus", "scalr_v1", "tiny")
 DEVICES = ("auto", "cpu", "cuda")
+OUT_OF_CROP = ("nearest", "no_class")
 AMP_MODES = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEFAULT_CACHE_DIR = "~/.cache/lidar_ovseg_ros/prototypes"
 STAGES = ("preprocess", "knn", "backbone", "upsample", "classifier", "total")
@@ -94,6 +96,9 @@ class SegmenterConfig:
     classifier / min_score: see `ClassifierConfig`.
     device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"; amp: "none", "fp16", "bf16"
         (autocast for the backbone).
+    out_of_crop: label of finite points outside the backbone's crop (beyond 64 m for ScaLR+):
+        "nearest" (default, as IGLOSS and ScaLR do: the label of the nearest kept point) or
+        "no_class" (`NO_CLASS_ID`). Non-finite points always get `NO_CLASS_ID`.
     """
 
     profile: str = "full"
@@ -109,6 +114,7 @@ class SegmenterConfig:
     min_score: float | None = None
     device: str = "auto"
     amp: str = "none"
+    out_of_crop: str = "nearest"
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> SegmenterConfigError:
@@ -126,6 +132,8 @@ class SegmenterConfig:
             raise bad("classifier", f"one of {list(CLASSIFIER_KINDS)}")
         if self.amp not in AMP_MODES:
             raise bad("amp", f"one of {list(AMP_MODES)}")
+        if self.out_of_crop not in OUT_OF_CROP:
+            raise bad("out_of_crop", f"one of {list(OUT_OF_CROP)}")
         if not (self.device in DEVICES or str(self.device).startswith("cuda:")):
             raise bad("device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
         if isinstance(self.images_per_class, bool) or not isinstance(self.images_per_class, int):
@@ -182,11 +190,12 @@ class ActiveVocabulary:
 class SegmentationResult:
     """Per-point output of one frame.
 
-    labels: uint16 [N] class ids of `vocabulary`, `NO_CLASS_ID` outside the crop, for non-finite
-        points and below `min_score`; scores: float32 [N] (softmax probability for logreg,
-        cosine for nearest; 0 where no feature); vocabulary: the `ActiveVocabulary` that labelled
-        the frame; features: float32 [N, D] numpy (only when asked for); timings: seconds per
-        stage (`STAGES`).
+    labels: uint16 [N] class ids of `vocabulary`; `NO_CLASS_ID` for non-finite points, below
+        `min_score`, and outside the crop with `out_of_crop="no_class"`; scores: float32 [N]
+        (softmax probability for logreg, cosine for nearest; 0 where no label was computed);
+        vocabulary: the `ActiveVocabulary` that labelled the frame; features: float32 [N, D]
+        numpy (only when asked for); valid: bool [N], finite and inside the crop; timings:
+        seconds per stage (`STAGES`).
     """
 
     labels: np.ndarray
@@ -206,9 +215,16 @@ class LidarSegmenter:
         prototype_bank: Any = None,
         classifier_config: ClassifierConfig | None = None,
         profile: str = "custom",
+        out_of_crop: str = "nearest",
     ) -> None:
         """`extractor`: a `PointFeatureExtractor`; `prototype_bank`: a `PrototypeBank` (needed by
-        `prepare_vocabulary`, not by `prepare_from_prototypes`)."""
+        `prepare_vocabulary`, not by `prepare_from_prototypes`); `out_of_crop`: see
+        `SegmenterConfig`."""
+        if out_of_crop not in OUT_OF_CROP:
+            raise SegmenterConfigError(
+                f"out_of_crop must be one of {list(OUT_OF_CROP)}, got {out_of_crop!r}"
+            )
+        self.out_of_crop = out_of_crop
         self.extractor = extractor
         self.prototype_bank = prototype_bank
         self.classifier_config = classifier_config or ClassifierConfig()
@@ -240,7 +256,13 @@ class LidarSegmenter:
                 f"prototypes but the backbone '{extractor.model.config.name}' gives "
                 f"{extractor.out_channels}-d point features; they must match"
             )
-        return cls(extractor, bank, cfg.classifier_config(), profile=cfg.profile)
+        return cls(
+            extractor,
+            bank,
+            cfg.classifier_config(),
+            profile=cfg.profile,
+            out_of_crop=cfg.out_of_crop,
+        )
 
     @property
     def untrained(self) -> bool:
@@ -346,12 +368,17 @@ class LidarSegmenter:
         self,
         points: np.ndarray,
         return_features: bool = False,
-        label_outside_crop: bool = False,
+        label_outside_crop: bool | None = None,
     ) -> SegmentationResult:
         """Label every point of a [N, >=4] (x, y, z, intensity, ...) scan.
 
-        `label_outside_crop` gives finite points outside the backbone's crop the label of their
-        nearest kept point, as the official evaluations do, instead of `NO_CLASS_ID`.
+        `label_outside_crop`: True gives finite points outside the backbone's crop the label of
+        their nearest kept point (the official evaluations), False `NO_CLASS_ID`; None (default)
+        follows `out_of_crop`.
+
+        Memory: the classifier runs on the M kept points' features and every input point takes
+        the label and score of its nearest kept point (the same numbers as classifying upsampled
+        [N, D] features, which are only built for `return_features`).
         """
         active = self._active  # one snapshot: the whole frame uses this vocabulary
         if active is None:
@@ -361,6 +388,8 @@ class LidarSegmenter:
             raise ValueError(
                 f"points must be [N, >=4] (x, y, z, intensity, ...), got {points.shape}"
             )
+        if label_outside_crop is None:
+            label_outside_crop = self.out_of_crop == "nearest"
         t_start = time.perf_counter()
         n = len(points)
         timings = dict.fromkeys(STAGES, 0.0)
@@ -372,25 +401,30 @@ class LidarSegmenter:
             if return_features:
                 features_out = np.zeros((0, self.feature_dim), dtype=np.float32)
         else:
-            features, valid = self.extractor.extract(points)
-            for key in ("preprocess", "knn", "backbone", "upsample"):
+            kept, scan = self.extractor.extract_kept(points)
+            for key in ("preprocess", "knn", "backbone"):
                 timings[key] = float(self.extractor.timings.get(key, 0.0))
-            if label_outside_crop:
-                use = np.isfinite(points[:, :4]).all(axis=1)
-                use &= bool(valid.any())  # nothing kept: no point has a real feature
-            else:
-                use = valid
+            valid = scan.valid
+            # upsample_index >= 0: finite, with a kept point (none at all when M == 0).
+            use = scan.upsample_index >= 0 if label_outside_crop else valid
             t0 = time.perf_counter()
             if use.any():
-                # Classify every row (cheaper than gathering the valid ones), then mask.
-                cls, conf = active.classifier.predict(features)
-                labels[use] = cls.cpu().numpy()[use]
-                scores[use] = conf.cpu().numpy()[use]
+                cls, conf = active.classifier.predict(kept)
+                rows = scan.upsample_index[use]
+                labels[use] = cls.cpu().numpy()[rows]
+                scores[use] = conf.cpu().numpy()[rows]
+                del cls, conf, rows
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
-            timings["classifier"] = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            timings["classifier"] = t1 - t0
             if return_features:
-                features_out = features.float().cpu().numpy()
+                features_out = np.zeros((n, self.feature_dim), dtype=np.float32)
+                has = scan.upsample_index >= 0
+                kept_np = kept.float().cpu().numpy()
+                features_out[has] = kept_np[scan.upsample_index[has]]
+            timings["upsample"] = time.perf_counter() - t1
+            del kept, scan
         timings["total"] = time.perf_counter() - t_start
         return SegmentationResult(
             labels=labels,
