@@ -519,11 +519,14 @@ def test_catalog_entries_cite_their_source_and_licence():
         if e.kind in ("file", "archive"):
             assert e.url.startswith("https://"), e.name
         if e.kind == "manual":
-            assert e.manual.startswith("https://drive.google.com/"), e.name
+            assert e.manual.startswith(("https://drive.google.com/", "https://pan.baidu.com/")), (
+                e.name
+            )
     assert {e.name for e in entries_for("igloss")} >= {
         "igloss-scalr-plus", "dinov2-large", "igloss-prototype-images", "sd-turbo"
     }  # fmt: skip
     assert "non-commercial" in CATALOG["sd-turbo"].notice.lower()
+    assert CATALOG["vlscene"].kind == "manual" and "GPL-3.0" in CATALOG["vlscene"].licence
 
 
 def test_cache_root_precedence(monkeypatch, tmp_path):

@@ -25,7 +25,7 @@ from types import MappingProxyType
 
 KINDS = ("file", "archive", "hf", "manual")
 
-METHODS = ("igloss", "pop3d", "openscene", "3d-avs", "scalr", "waffleiron")
+METHODS = ("igloss", "pop3d", "openscene", "3d-avs", "scalr", "waffleiron", "vlscene")
 """Methods `fetch --all-for` knows; an entry lists those it serves."""
 
 IGLOSS_COMMIT = "c27c0edc8f71857785f15c8d9ee34cdacb0717f6"
@@ -316,6 +316,20 @@ _ENTRIES = (
         licence="MIT (rmokady/CLIP_prefix_caption)",
         filename="coco_weights.pt",
         manual="https://drive.google.com/file/d/1IdaBtMSvtyzF0ByVaBHtvM0JYSXRExRX/view",
+    ),
+    ModelEntry(
+        name="vlscene",
+        purpose="VLScene stereo semantic scene completion, SemanticKITTI (mmcv checkpoint; "
+        "17.83 val / 17.52 test mIoU); Baidu pan page, extraction code k9vy",
+        methods=("vlscene",),
+        kind="manual",
+        source="willemeng/VLScene README.md ('Pretrained Model': VLScene link, extraction "
+        "code k9vy)",
+        licence="GPL-3.0 (willemeng/VLScene LICENSE)",
+        filename="vlscene.pth",
+        manual="https://pan.baidu.com/s/1Axv1TzH8Xi415a86Up5V9w",
+        notice="VLScene is GPL-3.0: a system that ships it with this package must meet the "
+        "GPL-3.0's terms.",
     ),
 )
 
