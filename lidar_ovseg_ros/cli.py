@@ -75,6 +75,24 @@ def _choices(parser: argparse.ArgumentParser) -> set[str]:
     return {c for a in parser._actions if a.dest == "command" for c in a.choices or ()}
 
 
+def split_ros_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(command arguments, ROS arguments): the `--ros-args ... [--]` sections that `ros2 run` and
+    launch_ros append (launch_ros always adds `--ros-args`) are set aside for rclpy."""
+    plain: list[str] = []
+    ros: list[str] = []
+    inside = False
+    for arg in argv:
+        if arg == "--ros-args":
+            inside = True
+            ros.append(arg)
+        elif inside and arg == "--":
+            inside = False
+            ros.append(arg)
+        else:
+            (ros if inside else plain).append(arg)
+    return plain, ros
+
+
 def _fail(message: str) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return EXIT_USAGE
@@ -92,9 +110,10 @@ def _describe(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     # Library warnings (e.g. "profile 'tiny' ... UNTRAINED") reach the terminal once, plainly.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, ros_args = split_ros_args(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
+    args.ros_args = ros_args  # for the commands that start rclpy (replay, record, demo)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)

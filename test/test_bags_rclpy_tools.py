@@ -291,3 +291,22 @@ def test_message_class_and_option_checks():
         PlayOptions(rate=0).validate()
     with pytest.raises(BagError, match="reliability"):
         PlayOptions(reliability="sometimes").validate()
+
+
+def test_replay_cli_accepts_ros_arguments_like_launch_ros_passes_them(ros, node_process, tmp_path):
+    """launch_ros (replay.launch.py player:=lidar_ovseg) and `ros2 run` append `--ros-args ...`;
+    the CLI hands them to rclpy (here a node-name remap) instead of refusing them."""
+    from lidar_ovseg_ros.cli import split_ros_args
+
+    assert split_ros_args(["replay", "b", "--ros-args", "-r", "a:=b", "--", "--loop"]) == (
+        ["replay", "b", "--loop"],
+        ["--ros-args", "-r", "a:=b", "--"],
+    )
+    bag = _demo(tmp_path)
+    args = ["-m", "lidar_ovseg_ros.cli", "replay", str(bag), "--loop", "--rate", "3"]
+    player = node_process([*args, "--ros-args", "-r", "__node:=launched_player"])
+    probe = ros.make_node("ros_args_probe")
+    assert wait_for(lambda: "launched_player" in probe.get_node_names(), 30)
+    assert player.poll() is None
+    player.send_signal(signal.SIGINT)
+    assert player.wait(20) == 0

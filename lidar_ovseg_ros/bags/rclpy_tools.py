@@ -450,6 +450,11 @@ def _shutdown(context: Context, executor: SingleThreadedExecutor | None, node: N
     rclpy.try_shutdown(context=context)
 
 
+def _ros_argv(args: argparse.Namespace) -> list[str]:
+    """argv for rclpy.init: the `--ros-args` sections the CLI set aside (remaps, parameters)."""
+    return ["lidar-ovseg", *getattr(args, "ros_args", [])]
+
+
 def run_replay(args: argparse.Namespace) -> int:
     """Replay `args.bag` until it ends (or SIGINT/SIGTERM); returns an exit code."""
     with _sigterm_as_interrupt():
@@ -480,7 +485,7 @@ def _replay(args: argparse.Namespace) -> int:
     player: BagPlayer | None = None
     code = 0
     try:
-        rclpy.init(context=context)
+        rclpy.init(args=_ros_argv(args), context=context)
         executor = SingleThreadedExecutor(context=context)
         player = BagPlayer(args.bag, options, context=context)
         executor.add_node(player)
@@ -538,7 +543,7 @@ def _record(args: argparse.Namespace) -> int:
     recorder: BagRecorder | None = None
     code = 0
     try:
-        rclpy.init(context=context)
+        rclpy.init(args=_ros_argv(args), context=context)
         executor = SingleThreadedExecutor(context=context)
         recorder = BagRecorder(
             output, args.topics, types=types, storage=args.storage, context=context
