@@ -33,12 +33,12 @@ def test_rounds_run_in_the_background_on_the_newest_scan(auto, nuscenes_frame):
     time.sleep(0.3)
     assert rounds == []  # nothing before a scan
     t0 = time.monotonic()
-    runner.submit_scan(nuscenes_frame.xyz[::2])
+    runner.submit_scan(nuscenes_frame.xyz[::8])
     assert time.monotonic() - t0 < 0.05  # the callback side only stores a reference
     assert first.wait(60)
     time.sleep(0.5)
     assert len(rounds) == 1  # the same scan is not captioned twice
-    runner.submit_scan(nuscenes_frame.xyz)
+    runner.submit_scan(nuscenes_frame.xyz[::6])
     assert second.wait(60)
     runner.stop()
     assert runner.stats.rounds == 2 and runner.stats.errors == 0
@@ -65,3 +65,27 @@ def test_a_failing_round_is_counted_and_the_loop_continues(auto, nuscenes_frame)
     assert runner.stats.rounds >= 1
     with pytest.raises(ValueError, match="period"):
         AutoVocabRunner(auto, period=0, on_round=lambda r: None)
+
+
+def test_images_are_decoded_in_the_round_and_a_bad_one_is_counted(nuscenes_frame):
+    auto = AutoVocabulary.from_config(AutoVocabConfig(profile="tiny"))
+    runner = AutoVocabRunner(auto, period=10.0, on_round=lambda r: None)
+    calls = []
+    front = nuscenes_frame.cameras["CAM_FRONT"].load_image()
+
+    def decode():
+        calls.append("front")
+        return front
+
+    def broken():
+        raise ValueError("not a JPEG")
+
+    runner.submit_image("CAM_FRONT", decode)
+    runner.submit_image("CAM_BACK", broken)
+    assert calls == []  # nothing decoded on submission
+    assert runner.run_once() is None  # rounds follow scans
+    runner.submit_scan(nuscenes_frame.xyz[::8])
+    r = runner.run_once()
+    assert calls == ["front"]
+    assert "camera/CAM_FRONT" in r.captions and "camera/CAM_BACK" not in r.captions
+    assert runner.stats.image_errors == 1 and "not a JPEG" in runner.stats.last_error

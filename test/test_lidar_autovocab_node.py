@@ -99,11 +99,33 @@ def test_auto_mode_proposes_and_adopts_a_vocabulary_by_itself(nuscenes_frame):
             Parameter("input_reliability", value="reliable"),
             Parameter("publish_markers", value=False),
             Parameter("diagnostics_period", value=0.2),
+            Parameter(
+                "auto_image_topics",
+                value="/cameras/CAM_FRONT/image_raw/compressed, /cameras/CAM_BACK/image_raw",
+            ),
         ],
     )
     try:
         harness.add_node(node)
         probe = Probe(harness)
+        # camera images (optional): a CompressedImage (the JPEG as is) and a raw Image
+        from sensor_msgs.msg import CompressedImage, Image
+
+        jpeg = CompressedImage(format="jpeg")
+        jpeg.data = nuscenes_frame.cameras["CAM_FRONT"].image_path.read_bytes()
+        back = nuscenes_frame.cameras["CAM_BACK"].load_image()[::4, ::4].copy()
+        raw = Image(height=back.shape[0], width=back.shape[1], encoding="rgb8")
+        raw.step, raw.data = back.shape[1] * 3, back.tobytes()
+        reliable = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+        front_pub = probe.node.create_publisher(
+            CompressedImage, "/cameras/CAM_FRONT/image_raw/compressed", reliable
+        )
+        back_pub = probe.node.create_publisher(Image, "/cameras/CAM_BACK/image_raw", reliable)
+        assert wait_for(
+            lambda: front_pub.get_subscription_count() and back_pub.get_subscription_count(), 10
+        )
+        front_pub.publish(jpeg)
+        back_pub.publish(raw)
         base = load_preset("nuscenes").names
         assert wait_for(lambda: probe.active().get("state") == "active", 120)
         assert wait_for(lambda: probe.pub.get_subscription_count() > 0, 10)
@@ -132,10 +154,13 @@ def test_auto_mode_proposes_and_adopts_a_vocabulary_by_itself(nuscenes_frame):
         assert wait_for(lambda: probe.captions and probe.proposals, 10)
         caps = probe.captions[-1]
         assert len(caps["lidar_sectors"]) == 12 and caps["captions"]
+        assert {"camera/CAM_FRONT", "camera/CAM_BACK"} <= set(caps["captions"])
         prop = probe.proposals[-1]
         new = [n for n in prop["vocabulary"] if n not in base]
         assert new and all(prop["classes"][n]["origin"] == "caption" for n in new)
-        assert all(prop["classes"][n]["sources"][0].startswith("lidar/sector_") for n in new)
+        assert all(
+            prop["classes"][n]["sources"][0].startswith(("lidar/sector_", "camera/")) for n in new
+        )
         assert all(prop["classes"][n]["origin"] == "base" for n in base)
 
         # every labeled frame is labeled by exactly one of the vocabularies that were active
@@ -157,6 +182,7 @@ def test_auto_mode_proposes_and_adopts_a_vocabulary_by_itself(nuscenes_frame):
         d = [d for d in probe.diags if "tpss" in d][-1]
         assert math.isfinite(float(d["tpss"])) and -1 <= float(d["tpss"]) <= 1
         assert int(d["auto_rounds"]) >= 1 and int(d["auto_errors"]) == 0
+        assert int(d["auto_images_received"]) == 2 and int(d["auto_image_errors"]) == 0
         assert d["vocabulary_mode"] == "auto"
     finally:
         node.shutdown()

@@ -4,7 +4,7 @@ The node's subscription callbacks only hand the newest data over (`submit_scan`,
 `submit_image`: a reference is stored, nothing is computed); one daemon thread runs a round as
 soon as a first scan is there and then every `period` seconds on whatever is newest, and hands
 the result to `on_round` (which publishes captions and requests the vocabulary switch); a scan
-is captioned once (no new scan and no images: no round). Labeling
+is captioned once (no new scan: no round). Labeling
 never waits for it. A failing round is counted and reported through `on_error`; the loop goes on.
 """
 
@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +31,7 @@ class RunnerStats:
     scans_received: int = 0
     scans_skipped: int = 0  # replaced by a newer scan before a round used them
     images_received: int = 0
+    image_errors: int = 0
     last_round_seconds: float | None = None
     last_error: str = ""
 
@@ -73,12 +75,14 @@ class AutoVocabRunner:
         if first:
             self._wake.set()
 
-    def submit_image(self, name: str, image: np.ndarray) -> None:
+    def submit_image(self, name: str, image: np.ndarray | Callable[[], np.ndarray]) -> None:
+        """Store the newest image of a camera: an array, or a callable that decodes it (called
+        in the round's thread, so a subscription callback never decodes)."""
         with self._lock:
             self._images[name] = (image, time.monotonic())
             self.stats.images_received += 1
 
-    def _take(self) -> tuple[np.ndarray | None, Mapping[str, np.ndarray]]:
+    def _take(self) -> tuple[np.ndarray | None, Mapping[str, Any]]:
         with self._lock:
             scan = None if self._scan_used else self._scan  # a scan is captioned once
             self._scan_used = True
@@ -103,11 +107,19 @@ class AutoVocabRunner:
             self._thread.join(timeout)
 
     def run_once(self) -> AutoVocabRound | None:
-        """One round now on the newest data (None without a new scan or images)."""
-        scan, images = self._take()
-        if scan is None and not images:
-            return None
+        """One round now on the newest scan and the newest image of each camera (None without a
+        new scan)."""
+        scan, pending = self._take()
+        if scan is None:
+            return None  # rounds follow the scans; images ride along with the newest ones
         t0 = time.perf_counter()
+        images: dict[str, np.ndarray] = {}
+        for name, image in pending.items():
+            try:
+                images[name] = image() if callable(image) else image
+            except Exception as exc:  # one undecodable image must not cost the round
+                self.stats.image_errors += 1
+                self.stats.last_error = f"image {name}: {type(exc).__name__}: {exc}"
         result = self.auto.run_round(scan, images or None)
         self.stats.rounds += 1
         self.stats.last_round_seconds = time.perf_counter() - t0

@@ -1,8 +1,10 @@
 """`vocabulary_mode: auto` of `lidar_ovseg_node` (3D-AVS): the node names the scene itself.
 
 Thin ROS side of `lidar_ovseg_ros.autovocab`: the worker hands each labeled scan over
-(`on_frame`, a reference, nothing computed), a background `AutoVocabRunner` captions the newest
-scan every `auto_period` seconds, and each round publishes `~/output/captions` (JSON: per source
+(`on_frame`, a reference, nothing computed), image callbacks (`auto_image_topics`, optional)
+store the newest message of each camera undecoded, a background `AutoVocabRunner` captions the
+newest scan (and decodes and captions the newest images) every `auto_period` seconds, and each
+round publishes `~/output/captions` (JSON: per source
 and sector its caption, the tags) and `~/output/vocabulary_proposal` (JSON: the proposed classes
 with provenance: captions, sources, rounds seen); a changed proposal is requested through the
 node's `VocabularySwitcher`, so it is swapped in atomically (no frame mixes vocabularies).
@@ -56,7 +58,7 @@ class AutoVocabMode:
             smap_checkpoint=params.smap_checkpoint,
             clipcap_weights=params.clipcap_weights,
             gpt2_tokenizer=params.gpt2_tokenizer,
-            image_captioner="",  # the node captions the LiDAR scan (12 sectors)
+            image_captioner=params.image_captioner if self._topics(params) else "",
             merge_threshold=params.auto_merge_threshold,
             window=params.auto_window,
             max_auto_classes=params.auto_max_classes,
@@ -79,10 +81,36 @@ class AutoVocabMode:
             self.auto, float(params.auto_period), self._on_round, self._on_error
         )
         self.runner.start()
+        self._image_subs = [self._subscribe(name, topic) for name, topic in self._topics(params)]
         node.get_logger().info(
             f"vocabulary_mode auto: captioning the newest scan every {params.auto_period} s "
             f"(base classes: {base.names if base else 'none'})"
         )
+
+    @staticmethod
+    def _topics(params: Any) -> list[tuple[str, str]]:
+        """(camera name, topic) of `auto_image_topics`: the name is the topic's camera segment
+        (`/cameras/CAM_FRONT/image_raw/compressed` -> CAM_FRONT)."""
+        out = []
+        for topic in (t.strip() for t in str(params.auto_image_topics).split(",")):
+            if not topic:
+                continue
+            parts = [p for p in topic.split("/") if p and p not in ("compressed", "image_raw")]
+            out.append((parts[-1] if parts else topic, topic))
+        return out
+
+    def _subscribe(self, name: str, topic: str) -> Any:
+        """The newest image of a camera is stored undecoded; the round decodes it."""
+        from sensor_msgs.msg import CompressedImage, Image
+
+        from lidar_ovseg_ros.nodes.camera_occupancy_node import decode_image
+
+        msg_type = CompressedImage if topic.rstrip("/").endswith("compressed") else Image
+
+        def on_image(msg: Any) -> None:
+            self.runner.submit_image(name, lambda m=msg: decode_image(m))
+
+        return self._node.create_subscription(msg_type, topic, on_image, 2)
 
     def on_frame(self, points: np.ndarray, result: Any) -> None:
         """Called by the worker after a frame is labeled: hand the scan over, record TPSS."""
@@ -117,6 +145,8 @@ class AutoVocabMode:
             "auto_rounds": s.rounds,
             "auto_errors": s.errors,
             "auto_scans_skipped": s.scans_skipped,
+            "auto_images_received": s.images_received,
+            "auto_image_errors": s.image_errors,
             "auto_last_round_s": round(s.last_round_seconds or 0.0, 3),
             "auto_last_error": s.last_error,
             "auto_proposals_requested": self.proposals_requested,

@@ -160,6 +160,15 @@ class LidarNodeParams:
     gpt2_tokenizer: str = node_param(
         "gpt2", "GPT-2 tokenizer of ClipCap (hub id or folder; auto mode, profile full)."
     )
+    auto_image_topics: str = node_param(
+        "",
+        "Auto mode: comma-separated camera image topics (Image, or CompressedImage when the "
+        "topic ends in 'compressed') whose newest images are captioned too; empty: LiDAR only.",
+    )
+    image_captioner: str = node_param(
+        "Salesforce/blip-image-captioning-base",
+        "Auto mode: BLIP captioning model (hub id or folder) for auto_image_topics.",
+    )
     # Free-text heat map on ~/output/grounding (methods with text features; runtime).
     query: str = node_param(
         "", "Free-text query; a heat map on ~/output/grounding (empty: off).", runtime=True
