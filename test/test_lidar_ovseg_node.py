@@ -163,11 +163,9 @@ def test_labels_every_input_point_and_keeps_the_header(running, nuscenes_frame):
     labels = arrays["label"]
     nus = load_preset("nuscenes")
     assert set(np.unique(labels)) <= set(range(len(nus))) | {NO_CLASS_ID}
-    # Points outside the backbone's crop (|x|,|y| >= 64 m) get the no-class id.
-    far = (np.abs(nuscenes_frame.points[:, :2]) >= 64).any(axis=1)
-    if far.any():
-        assert (labels[far] == NO_CLASS_ID).all()
-    assert (labels != NO_CLASS_ID).mean() > 0.9
+    # Every finite point is labeled, those outside the backbone's crop (|x|,|y| >= 64 m) too:
+    # they take their nearest kept point's label, as IGLOSS and ScaLR do (out_of_crop nearest).
+    assert (labels != NO_CLASS_ID).all()
     colours = unpack_rgb(arrays["rgb"])
     np.testing.assert_array_equal(colours, nus.colors_for(labels))
     assert wait_for(lambda: bool(probe.markers), 10)
@@ -267,6 +265,52 @@ def test_empty_all_nan_and_oversized_clouds(running, nuscenes_frame):
     assert wait_for(lambda: node.counters["rejected_oversized"] == before + 1, 10)
     assert not probe.set(Parameter("max_points", value=0))[0].successful
     assert probe.set(Parameter("max_points", value=500000))[0].successful
+
+
+def test_out_of_crop_parameter(running, nuscenes_frame):
+    """Issue 8: out-of-crop points are labeled like the official method by default; the
+    parameter out_of_crop:=no_class gives them 65535 instead (and nothing else changes)."""
+    _node, probe = running
+    pts = nuscenes_frame.points
+    xyz = pts[:, :3].astype(np.float64)
+    outside = ~((np.abs(xyz[:, :2]) < 64 - 1e-4).all(axis=1) & (np.abs(xyz[:, 2]) < 8 - 1e-4))
+    assert 0 < outside.sum() < len(pts)
+    nearest = decode_fields(probe.publish_and_wait(cloud_msg(pts, stamp_sec=1532402960)))
+    assert (nearest["label"] < 16).all()
+    assert probe.set(Parameter("out_of_crop", value="no_class"))[0].successful
+    try:
+        strict = decode_fields(probe.publish_and_wait(cloud_msg(pts, stamp_sec=1532402961)))
+    finally:
+        assert probe.set(Parameter("out_of_crop", value="nearest"))[0].successful
+    np.testing.assert_array_equal(strict["label"] == NO_CLASS_ID, outside)
+    np.testing.assert_array_equal(strict["label"][~outside], nearest["label"][~outside])
+    assert (strict["score"][outside] == 0).all()
+    assert not probe.set(Parameter("out_of_crop", value="drop"))[0].successful
+
+
+def test_memory_budget_rejects_clouds_that_would_not_fit(running, nuscenes_frame):
+    """Issue 9.5: a cloud whose estimated peak memory exceeds memory_budget_mb is rejected and
+    counted before it is labeled, whatever max_points allows."""
+    node, probe = running
+    model = node.segmenter.memory_model()
+    budget_mb = model.peak_bytes(3000) / 2**20  # room for 3,000 points
+    assert node.params.max_points > 3000
+    assert probe.set(Parameter("memory_budget_mb", value=budget_mb))[0].successful
+    try:
+        before = node.counters["rejected_memory_budget"]
+        probe.pub.publish(cloud_msg(nuscenes_frame.points[:5000], stamp_sec=1532402970))
+        assert wait_for(lambda: node.counters["rejected_memory_budget"] == before + 1, 10)
+        out = probe.publish_and_wait(cloud_msg(nuscenes_frame.points[:2000], stamp_sec=1532402971))
+        assert out.width * out.height == 2000
+        assert wait_for(
+            lambda: int(probe.latest_diag_values().get("rejected_memory_budget", 0)) > before, 10
+        )
+        values = probe.latest_diag_values()
+        assert 2990 <= int(values["max_points_effective"]) <= 3000
+        assert "memory_budget_mb" in values["last_rejection"]
+    finally:
+        assert probe.set(Parameter("memory_budget_mb", value=4096.0))[0].successful
+    assert not probe.set(Parameter("memory_budget_mb", value=-1.0))[0].successful
 
 
 def test_markers_respect_the_cap(running, nuscenes_frame):

@@ -182,6 +182,22 @@ class LidarNodeParams:
     max_points: int = node_param(
         500_000, "Larger clouds are rejected and counted.", range=(1, 50_000_000), runtime=True
     )
+    memory_budget_mb: float = node_param(
+        4096.0,
+        "Most memory (MB) one cloud may take, estimated from the model's measured per-point cost "
+        "(README, Memory); a cloud that would not fit is rejected and counted "
+        "(rejected_memory_budget) before any big allocation, whatever max_points says; 0: no "
+        "budget.",
+        range=(0.0, 10_000_000.0),
+        runtime=True,
+    )
+    out_of_crop: str = node_param(
+        "nearest",
+        "Label of finite points outside the backbone's crop (64 m for ScaLR+): nearest (the "
+        "label of the nearest kept point, as IGLOSS and ScaLR do) or no_class (65535).",
+        choices=("nearest", "no_class"),
+        runtime=True,
+    )
     voxel_size: float = node_param(
         0.4, "Cube size (m) of ~/output/voxels.", range=(0.01, 100.0), runtime=True
     )
@@ -243,6 +259,7 @@ class LidarOvsegNode(GuardedNode):
             "processed": 0,
             "rejected_malformed": 0,
             "rejected_oversized": 0,
+            "rejected_memory_budget": 0,  # would not fit in memory_budget_mb
             "empty": 0,
             "skipped_no_vocabulary": 0,
             "grounding_errors": 0,
@@ -282,6 +299,12 @@ class LidarOvsegNode(GuardedNode):
             base = vocabulary if p.auto_keep_base else None
             self.autovocab = AutoVocabMode(self, p, self.segmenter, self.switcher, base)
 
+        if self._max_points_effective() < int(p.max_points):
+            self.get_logger().warning(
+                f"max_points={p.max_points} does not fit in memory_budget_mb="
+                f"{p.memory_budget_mb}: clouds above {self._max_points_effective()} points will "
+                "be rejected (rejected_memory_budget)"
+            )
         self.worker: LatestWorker = LatestWorker(self._process, name="lidar-ovseg-worker")
         self.subscription = self._create_input(input_qos(p.input_reliability))
         self.diagnostics = DiagnosticsPublisher(
@@ -325,6 +348,21 @@ class LidarOvsegNode(GuardedNode):
         if name == "query" and str(value).strip() and not self.grounding:
             return f"method {self.params.method} has no text-aligned features for 'query'"
         return None
+
+    def _max_points_effective(self) -> int:
+        """max_points, lowered to what fits in memory_budget_mb."""
+        budget_points = self._budget_points()
+        max_points = int(self._runtime["max_points"])
+        return max_points if budget_points is None else min(max_points, budget_points)
+
+    def _budget_points(self) -> int | None:
+        """The most points one cloud may have under `memory_budget_mb` (None: no budget, or a
+        method without a memory model)."""
+        budget = float(self._runtime["memory_budget_mb"])
+        model = getattr(self.segmenter, "memory_model", None)
+        if budget <= 0 or model is None:
+            return None
+        return model().max_points(budget * 2**20)
 
     def _on_vocabulary_status(self, status: SwitchStatus) -> None:
         self.vocab_pub.publish(status, self._frame_id)
@@ -378,6 +416,14 @@ class LidarOvsegNode(GuardedNode):
         if n > max_points:
             self._reject("rejected_oversized", f"{n} points exceeds max_points={max_points}")
             return
+        budget_points = self._budget_points()
+        if budget_points is not None and n > budget_points:
+            self._reject(
+                "rejected_memory_budget",
+                f"{n} points would exceed memory_budget_mb={self._runtime['memory_budget_mb']} "
+                f"(fits {budget_points} points)",
+            )
+            return
         if self.switcher.status().active is None:
             with self._lock:
                 self.counters["skipped_no_vocabulary"] += 1
@@ -396,7 +442,8 @@ class LidarOvsegNode(GuardedNode):
         if n == 0:
             with self._lock:
                 self.counters["empty"] += 1
-        result = self.segmenter.segment(points)
+        nearest = self._runtime["out_of_crop"] == "nearest"
+        result = self.segmenter.segment(points, label_outside_crop=nearest)
         vocabulary = result.vocabulary.vocabulary
         rgb = vocabulary.colors_for(result.labels)
         height = scan.shape[0] if scan.shape[0] * scan.shape[1] == n and n else 1
@@ -457,6 +504,7 @@ class LidarOvsegNode(GuardedNode):
             "method": self.params.method,
             "query": str(self._runtime["query"]),
             "last_rejection": last_rejection,
+            "max_points_effective": self._max_points_effective(),
         }
         vocab_values, vocab_state = vocabulary_diagnostics(status)
         values.update(vocab_values)
@@ -470,7 +518,12 @@ class LidarOvsegNode(GuardedNode):
                 values[f"{key}_{k}"] = v
         if vocab_state is not None:
             level, message = vocab_state
-        elif counters["rejected_malformed"] or counters["rejected_oversized"] or self.worker.failed:
+        elif (
+            counters["rejected_malformed"]
+            or counters["rejected_oversized"]
+            or counters["rejected_memory_budget"]
+            or self.worker.failed
+        ):
             level, message = DiagnosticStatus.WARN, f"rejected input: {last_rejection}"
         else:
             level, message = DiagnosticStatus.OK, "labeling"

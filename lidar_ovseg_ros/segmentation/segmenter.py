@@ -45,6 +45,7 @@ __all__ = [
     "STAGES",
     "ActiveVocabulary",
     "LidarSegmenter",
+    "MemoryModel",
     "SegmentationResult",
     "SegmenterConfig",
     "SegmenterConfigError",
@@ -169,6 +170,47 @@ class SegmenterConfig:
         return torch.device(self.device)
 
 
+BASE_BYTES_PER_POINT = 1024
+"""Per input point, outside the network: PointCloud2 decode, preprocessing (voxel keys, crop,
+kNN lists and queries), labels and scores, the labeled PointCloud2 and the voxel markers.
+Measured with scripts/bench_memory.py (tiny network): ~0.9 KB on a 2-core CPU."""
+
+
+@dataclass(frozen=True)
+class MemoryModel:
+    """Peak memory one cloud adds (the node's whole per-cloud path): fixed + per point x N.
+
+    A conservative cost model of the measured peaks (scripts/bench_memory.py, README "Memory"):
+    per point `BASE_BYTES_PER_POINT` plus the network's widest pair of per-point fp32 tensors
+    (`4 * max(2 C, C + D)`: the residual stream and one temporary, or the stream and the head
+    output); fixed: the 2D grid of one projection plane and its temporaries (`4 * C * H * W`
+    fp32) plus the chunk buffers.
+    """
+
+    fixed_bytes: int
+    bytes_per_point: int
+
+    def peak_bytes(self, num_points: int) -> int:
+        return self.fixed_bytes + self.bytes_per_point * max(0, int(num_points))
+
+    def max_points(self, budget_bytes: float) -> int:
+        """The most points whose estimated peak fits in `budget_bytes` (0 if none fits)."""
+        room = float(budget_bytes) - self.fixed_bytes
+        return max(0, int(room // self.bytes_per_point))
+
+    @classmethod
+    def for_waffleiron(cls, config: Any) -> MemoryModel:
+        """The model of a `WaffleIronConfig` network behind `LidarSegmenter.segment`."""
+        from lidar_ovseg_ros.models.waffleiron import CHUNK_ELEMENTS
+
+        c, d = config.nb_channels, config.out_channels
+        cells = max(h * w for h, w in config.grids_shape)
+        per_point = BASE_BYTES_PER_POINT + 4 * max(2 * c, c + d)
+        return cls(
+            fixed_bytes=4 * 4 * c * cells + 4 * 4 * CHUNK_ELEMENTS, bytes_per_point=per_point
+        )
+
+
 @dataclass(frozen=True, eq=False)
 class ActiveVocabulary:
     """A vocabulary ready to label points: its prototypes and fitted classifier (immutable)."""
@@ -268,6 +310,10 @@ class LidarSegmenter:
     def untrained(self) -> bool:
         """True for the tiny profile: the labels do not mean anything."""
         return self.profile == "tiny"
+
+    def memory_model(self) -> MemoryModel:
+        """Estimated peak memory of one cloud as fixed + per-point bytes (see `MemoryModel`)."""
+        return MemoryModel.for_waffleiron(self.extractor.model.config)
 
     @property
     def feature_dim(self) -> int:
