@@ -43,6 +43,7 @@ def _launch(context, *args, **kwargs):
                     "calibration_file": LaunchConfiguration("calibration_file"),
                     "device": LaunchConfiguration("device"),
                     "use_sim_time": LaunchConfiguration("use_sim_time"),
+                    "autostart": LaunchConfiguration("autostart"),
                 },
             ],
             on_exit=Shutdown(reason="camera_occupancy_node exited"),
@@ -80,6 +81,12 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             "rviz_config",
             default_value=PathJoinSubstitution([share, "rviz", "camera_occupancy.rviz"]),
+        ),
+        DeclareLaunchArgument(
+            "autostart",
+            default_value="true",
+            description="false: the (lifecycle) node waits for `ros2 lifecycle set <node> "
+            "configure` and `activate`",
         ),
         DeclareLaunchArgument(
             "dds_profile",

@@ -44,6 +44,7 @@ def _launch(context, *args, **kwargs):
                     "device": LaunchConfiguration("device"),
                     "input_reliability": LaunchConfiguration("input_reliability"),
                     "use_sim_time": LaunchConfiguration("use_sim_time"),
+                    "autostart": LaunchConfiguration("autostart"),
                 },
             ],
             remappings=[("~/input/points", LaunchConfiguration("input_topic"))],
@@ -80,6 +81,12 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("rviz", default_value="false"),
         DeclareLaunchArgument(
             "rviz_config", default_value=PathJoinSubstitution([share, "rviz", "lidar_ovseg.rviz"])
+        ),
+        DeclareLaunchArgument(
+            "autostart",
+            default_value="true",
+            description="false: the (lifecycle) node waits for `ros2 lifecycle set <node> "
+            "configure` and `activate`",
         ),
         DeclareLaunchArgument(
             "dds_profile",
