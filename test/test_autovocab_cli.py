@@ -59,7 +59,8 @@ def test_autovocab_on_the_bundled_frame_with_cameras(tmp_path, capsys):
 def test_autovocab_lidar_only_scan_file(tmp_path, nuscenes_frame, capsys):
     scan = tmp_path / "scan.npy"
     np.save(scan, nuscenes_frame.points[:, :4])
-    assert main(["autovocab", str(scan), "--no-images"]) == 0
+    args = ["autovocab", str(scan), "--no-images", "--tagger", "llm"]
+    assert main([*args, "--base-vocabulary", "nuscenes"]) == 0
     text = capsys.readouterr().out
     assert "0 camera images" in text and "camera/" not in text
 

@@ -27,6 +27,7 @@ from .proposal import Proposal, ProposalConfig, VocabularyProposer
 from .tagging import CaptionTagger, Tag, TaggerConfig, TextEmbedder
 
 PROFILES = ("full", "tiny")
+TAGGERS = ("rules", "llm")
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,10 @@ class AutoVocabConfig:
         (required for "full"). gpt2_tokenizer: hub id or folder of the GPT-2 tokenizer.
     image_captioner: BLIP hub id or folder; "" disables the camera captions.
     use_point_captioner: False leaves only the cameras (needs image_captioner).
-    merge_threshold: CLIP-text cosine at which two tags merge. window / enter_rounds /
+    merge_threshold: CLIP-text cosine at which two tags merge. tagger: "rules" (default,
+        deterministic, `tagging.py`) or "llm" (a small instruction model with a fixed prompt,
+        `llm_tagger.py`; `tagger_model` its id or folder, default Qwen2.5-0.5B-Instruct; the tiny
+        profile uses a tiny GPT-2). window / enter_rounds /
         max_auto_classes: the hysteresis and cap of `ProposalConfig`.
     """
 
@@ -50,6 +54,8 @@ class AutoVocabConfig:
     image_captioner: str = DEFAULT_IMAGE_CAPTIONER
     use_point_captioner: bool = True
     merge_threshold: float = 0.9
+    tagger: str = "rules"
+    tagger_model: str = ""
     window: int = 5
     enter_rounds: int = 1
     max_auto_classes: int = 24
@@ -76,6 +82,8 @@ class AutoVocabConfig:
         if not self.use_point_captioner and not self.image_captioner:
             raise ValueError("AutoVocabConfig: no captioner left (point captioner off, no images)")
         TaggerConfig(merge_threshold=self.merge_threshold)
+        if self.tagger not in TAGGERS:
+            raise ValueError(f"AutoVocabConfig.tagger must be one of {list(TAGGERS)}")
         self.proposal_config()
 
     def proposal_config(self) -> ProposalConfig:
@@ -119,13 +127,14 @@ class AutoVocabRound:
 
 
 class AutoVocabulary:
-    """Captioners + Caption2Tag + proposer; `run_round` is safe to call from one worker."""
+    """Captioners + Caption2Tag (any object with `tags(captions)`) + proposer; `run_round` is
+    safe to call from one worker."""
 
     def __init__(
         self,
         point_captioner: PointCaptioner | None,
         image_captioner: ImageCaptioner | None,
-        tagger: CaptionTagger,
+        tagger: Any,
         proposer: VocabularyProposer,
         untrained: bool = False,
     ) -> None:
@@ -166,7 +175,18 @@ class AutoVocabulary:
                 image = ImageCaptioner.from_pretrained(
                     ImageCaptionerConfig(model=config.image_captioner, device=config.device)
                 )
-        tagger = CaptionTagger(TaggerConfig(merge_threshold=config.merge_threshold), embedder)
+        merge = TaggerConfig(merge_threshold=config.merge_threshold)
+        tagger: Any = CaptionTagger(merge, embedder)
+        if config.tagger == "llm":
+            from .llm_tagger import LlmCaptionTagger, LlmTaggerConfig, build_tiny_llm_tagger
+
+            if config.profile == "tiny":
+                tagger = build_tiny_llm_tagger(merge=merge, embedder=embedder)
+            else:
+                llm_cfg = LlmTaggerConfig(model=config.tagger_model or LlmTaggerConfig().model)
+                tagger = LlmCaptionTagger.from_pretrained(
+                    llm_cfg, device=config.device, merge=merge, embedder=embedder
+                )
         proposer = VocabularyProposer(config.proposal_config(), base=base)
         return cls(point, image, tagger, proposer, untrained=config.profile == "tiny")
 

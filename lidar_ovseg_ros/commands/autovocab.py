@@ -64,6 +64,13 @@ def register(subparsers) -> None:
     v.add_argument("--base-vocabulary", help="preset or YAML whose classes are always present")
     v.add_argument("--merge-threshold", type=float, default=0.9, help="CLIP cosine to merge tags")
     v.add_argument("--max-classes", type=int, default=24, help="cap on caption classes")
+    v.add_argument(
+        "--tagger",
+        choices=["rules", "llm"],
+        default="rules",
+        help="Caption2Tag: rules (default, deterministic) or llm (a small instruction model)",
+    )
+    v.add_argument("--tagger-model", default="", help="llm tagger id or folder (Qwen2.5-0.5B)")
     out = p.add_argument_group("outputs")
     out.add_argument("--bev", help="labeled bird's-eye view PNG")
     out.add_argument("--bev-range", type=float, default=50.0, help="BEV half-width in metres")
@@ -119,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
         image_captioner=args.image_captioner if images else "",
         merge_threshold=args.merge_threshold,
         max_auto_classes=args.max_classes,
+        tagger=args.tagger,
+        tagger_model=args.tagger_model,
         device=args.device,
     )
     seg_cfg = OpenSceneConfig(
