@@ -99,6 +99,7 @@ def test_auto_mode_proposes_and_adopts_a_vocabulary_by_itself(nuscenes_frame):
             Parameter("input_reliability", value="reliable"),
             Parameter("publish_markers", value=False),
             Parameter("diagnostics_period", value=0.2),
+            Parameter("auto_tagger", value="rules"),
             Parameter(
                 "auto_image_topics",
                 value="/cameras/CAM_FRONT/image_raw/compressed, /cameras/CAM_BACK/image_raw",

@@ -60,6 +60,8 @@ class AutoVocabMode:
             gpt2_tokenizer=params.gpt2_tokenizer,
             image_captioner=params.image_captioner if self._topics(params) else "",
             merge_threshold=params.auto_merge_threshold,
+            tagger=params.auto_tagger,
+            tagger_model=params.auto_tagger_model,
             window=params.auto_window,
             max_auto_classes=params.auto_max_classes,
             device=str(segmenter.device),
