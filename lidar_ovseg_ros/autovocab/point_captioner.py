@@ -4,6 +4,11 @@ scan -> OpenScene voxelizer (5 cm, first point per voxel) -> MinkUNet18A trunk (
 768-d out) -> SMAP head (sector embeddings, `smap.py`) -> ClipCap (`clipcap.py`). The SMAP
 checkpoint carries its own `net3d` trunk; when it equals OpenScene's the segmenter's network can
 be passed in and shared (`compare_trunks`), otherwise the captioner builds its own.
+
+The official inference (3D-AVS `FusedFeatureLoaderSMAP`) voxelizes with OpenScene's test-time
+random rotation and scale (its `Voxelizer(use_augmentation=True)`) while the sectors use the
+unrotated points, and pools only the key frame's voxels of a 10-sweep input; this runs one
+deterministic, unrotated pass on the given scan (`pooled` selects the pooled points).
 """
 
 from __future__ import annotations
