@@ -24,6 +24,7 @@ def test_late_camera_is_dropped_after_wait_and_counted():
     sync.add("B", CameraImage(20.0, 1.0, "b"))
     sync.add("C", CameraImage(19.0, 1.0, "old c"))  # a second behind: out of the window
     assert sync.poll(1.2) is None  # still waiting for C
+    assert sync.poll(1.55) is None  # due: one more poll, images already received get in first
     out = sync.poll(1.6)
     assert out is not None and out.missing == ["C"] and set(out.images) == {"A", "B"}
     assert sync.late_counts == {"A": 0, "B": 0, "C": 1}
@@ -81,7 +82,8 @@ def test_jump_with_a_dead_camera_is_declared_after_twice_the_wait():
     # Camera C dies; the bag restarts at 10 s.
     assert _send_set(sync, 10.0, 5.0, cams=("A", "B")) is None
     assert sync.poll(5.9) is None  # not yet: maybe A and B were just late
-    out = sync.poll(6.01)  # 2 * wait without any newer image: time went backwards
+    assert sync.poll(6.01) is None  # 2 * wait without any newer image: time went backwards
+    out = sync.poll(6.06)
     assert sync.time_jumps == 1 and out is not None
     assert out.missing == ["C"] and out.stamp == pytest.approx(10.001)
     # C is now known missing: the next sets are not held back by waiting for it.
@@ -103,7 +105,7 @@ def test_one_camera_with_a_broken_clock_cannot_clear_the_others():
             emitted.append(out)
     assert sync.time_jumps == 0
     assert len(emitted) >= 15 and all(set(s.images) == {"A", "B"} for s in emitted)
-    assert sync.counters.get("C", "out_of_order") >= 15
+    assert sync.counters.get("C", "out_of_order") >= 14
     assert sync.late_counts["C"] == len(emitted)
 
 
@@ -122,6 +124,7 @@ def test_future_stamp_is_dropped_and_counted_against_the_clock():
 def test_future_stamp_without_a_clock_does_not_hold_sets_hostage():
     sync = CameraSetSynchronizer(CAMS, max_delay=0.1, wait=0.5)
     sync.add("A", CameraImage(1e9, 0.0, "future"))
+    assert sync.poll(0.55) is None
     assert sync.poll(0.6).stamp == 1e9  # mapped alone (no clock to tell), then ...
     out = _send_set(sync, 200.0, 1.0)  # ... the next real set is mapped, not ignored forever
     assert out is not None and out.missing == [] and sync.time_jumps == 1
@@ -129,7 +132,8 @@ def test_future_stamp_without_a_clock_does_not_hold_sets_hostage():
 
 def test_out_of_order_image_is_dropped_when_a_newer_one_comes():
     sync = CameraSetSynchronizer(CAMS, max_delay=0.1, wait=0.5)
-    out = _send_set(sync, 30.0, 0.0, cams=("A", "B"))
+    _send_set(sync, 30.0, 0.0, cams=("A", "B"))
+    sync.poll(0.55)
     out = sync.poll(0.6)
     assert out.missing == ["C"]
     assert sync.add("C", CameraImage(29.95, 0.7, "C late")) is None  # belonged to that set
@@ -151,16 +155,18 @@ def test_a_dead_camera_never_holds_fast_cameras_hostage():
         t = 0.1 * k
         out = _send_set(sync, 100.0 + t, t, cams=("A", "B"))
         emitted += [o for o in (out, sync.poll(t + 0.05)) if o is not None]
-    assert len(emitted) >= 25  # one wait for the dead camera, then every set at once
+    assert len(emitted) >= 23  # one wait (+ one poll) for the dead camera, then every set
     assert all(o.missing == ["C"] for o in emitted)
-    assert sync.counters.get("A", "replaced") <= 5
+    assert sync.counters.get("A", "replaced") <= 6
 
 
 def test_a_slow_camera_is_waited_for_again():
     sync = CameraSetSynchronizer(CAMS, max_delay=0.1, wait=0.5)
     _send_set(sync, 10.0, 0.0, cams=("A", "B"))
+    sync.poll(0.55)
     assert sync.poll(0.6).missing == ["C"]
     sync.add("C", CameraImage(10.0, 0.65, "C slow"))  # C is alive, only slow
+    assert list(sync.late_by) == [pytest.approx(0.65)]  # a wait of 0.65 s would have had it
     assert _send_set(sync, 11.0, 1.0, cams=("A", "B")) is None  # so it is waited for
     out = sync.add("C", CameraImage(11.0, 1.3, "C"))
     assert out is not None and out.missing == []
@@ -195,3 +201,22 @@ def test_every_image_is_accounted_under_random_traffic():
         fates = sum(c[k] for k in IMAGE_FATES)
         assert c["received"] == fates + emitted[name] + pending[name], (name, c)
     assert sum(emitted.values()) > 1000 and sync.future_stamps > 0
+
+
+def test_images_received_before_the_timeout_still_get_in():
+    """A starved executor runs the poll timer first, then the image callbacks that were ready
+    with it: the timed-out set waits one more poll, so the queued images complete it."""
+    sync = CameraSetSynchronizer(CAMS, max_delay=0.1, wait=0.5)
+    sync.add("A", CameraImage(40.0, 0.0, "a"))
+    assert sync.poll(1.5) is None  # woke up late: due, but the callbacks queued behind it ...
+    sync.add("B", CameraImage(40.01, 0.1, "b"))  # ... came in long before
+    out = sync.add("C", CameraImage(40.02, 0.2, "c"))
+    assert out is not None and out.missing == [] and sync.late_counts["C"] == 0
+
+
+def test_a_newer_set_maps_the_overdue_one_first():
+    sync = CameraSetSynchronizer(CAMS, max_delay=0.1, wait=0.5)
+    _send_set(sync, 50.0, 0.0, cams=("A", "B"))
+    out = sync.add("A", CameraImage(50.5, 0.7, "next a"))  # no poll ran in between
+    assert out is not None and out.missing == ["C"] and out.stamp == pytest.approx(50.001)
+    assert sync.pending()["A"] == 1 and sync.counters.get("A", "replaced") == 0

@@ -8,7 +8,10 @@ Stamps are header stamps (seconds); arrivals are monotonic clock readings (secon
   Otherwise, `wait` seconds (arrival time) after the first image of the pending set arrived, the
   set is emitted without the late cameras, which are counted (`late`); the caller blanks them.
   The wait is not restarted when a newer image replaces a pending one, so a dead camera can
-  never hold the other cameras hostage, whatever their rate.
+  never hold the other cameras hostage, whatever their rate. A timed-out set is emitted by the
+  second `poll` that finds it due (or when an image of a newer set arrives): a ROS executor runs
+  timers before the subscriptions that became ready with them, so images already received when
+  the wait ran out still get in.
 - An image stamped more than `future_tolerance` seconds after the caller's clock is dropped and
   counted (`future`): one bad stamp cannot push the set time ahead of every later image.
 - An image not newer than the last emitted set is out of order. It is held aside; it is dropped
@@ -28,6 +31,7 @@ the caller counts what happens to the images of an emitted set.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,12 +105,17 @@ class CameraSetSynchronizer:
     on_time_jump: Callable[[float, float], None] | None = None  # (old set stamp, new stamp)
     counters: CameraCounters = field(init=False)
     time_jumps: int = 0
+    # Seconds after a set's first image that the image of a camera left out of it came (the
+    # wait that would have included it); the most recent ones.
+    late_by: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+    _last_first_arrival: float | None = None  # first arrival of the last emitted set
     _latest: dict[str, CameraImage] = field(default_factory=dict)  # newer than the last set
     _behind: dict[str, CameraImage] = field(default_factory=dict)  # not newer: held aside
     _behind_since: float | None = None  # arrival of the first held-aside image
     _waiting_since: float | None = None  # arrival of the first image of the pending set
     _absent: set[str] = field(default_factory=set)  # cameras missing from the previous set
     _last_emitted: float = float("-inf")
+    _overdue_seen: bool = False  # the last poll found the pending set past its wait
     _jump_note: tuple[float, float] | None = None  # reported to on_time_jump outside the lock
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -138,6 +147,11 @@ class CameraSetSynchronizer:
         with self._lock:
             return {n: int(n in self._latest) + int(n in self._behind) for n in self.camera_names}
 
+    def late_by_seconds(self) -> list[float]:
+        """A copy of `late_by`."""
+        with self._lock:
+            return list(self.late_by)
+
     def _check_name(self, name: str) -> None:
         if name not in self.camera_names:
             raise KeyError(f"unknown camera '{name}'; expected one of {list(self.camera_names)}")
@@ -156,6 +170,7 @@ class CameraSetSynchronizer:
         `clock`: the receiver's clock in the stamps' time base (seconds), for the future check;
         None or 0 (a simulated clock not started yet) skips it."""
         self._check_name(name)
+        early = None
         with self._lock:
             self.counters.add(name, "received")
             if (
@@ -171,6 +186,8 @@ class CameraSetSynchronizer:
                         self.counters.add(n, "out_of_order")
                     self._behind.clear()
                     self._behind_since = None
+                if self._overdue(item):  # a new round begins: map the overdue one first
+                    early = self._try_emit(item.arrival, polling=True, force=True)
                 if name in self._latest:
                     self.counters.add(name, "replaced")
                 self._latest[name] = item
@@ -178,21 +195,24 @@ class CameraSetSynchronizer:
                 if self._waiting_since is None:
                     self._waiting_since = item.arrival
             else:
-                if item.stamp >= self._last_emitted - self.max_delay:
+                late = item.stamp >= self._last_emitted - self.max_delay
+                if late and name in self._absent:
                     self._absent.discard(name)  # alive, only slow: wait for it next time
+                    if self._last_first_arrival is not None:
+                        self.late_by.append(item.arrival - self._last_first_arrival)
                 if name in self._behind:
                     self.counters.add(name, "out_of_order")
                 self._behind[name] = item
                 if self._behind_since is None:
                     self._behind_since = item.arrival
-            out = self._step(item.arrival)
+            out = early or self._step(item.arrival, polling=False)
         self._notify_jump()
         return out
 
     def poll(self, now: float) -> CameraSet | None:
         """Called periodically: emits a partial set once the late cameras exceeded `wait`."""
         with self._lock:
-            out = self._step(now)
+            out = self._step(now, polling=True)
         self._notify_jump()
         return out
 
@@ -213,16 +233,26 @@ class CameraSetSynchronizer:
             self._latest.clear()
             self._behind.clear()
             self._behind_since = self._waiting_since = None
+            self._overdue_seen = False
             self._absent.clear()
             self._last_emitted = float("-inf")
+            self._last_first_arrival = None
             self.time_jumps += 1
             self._jump_note = (old, float("-inf"))
         self._notify_jump()
 
-    def _step(self, now: float) -> CameraSet | None:
+    def _step(self, now: float, polling: bool) -> CameraSet | None:
         if self._behind and self._jump_due(now):
             self._jump()
-        return self._try_emit(now)
+        return self._try_emit(now, polling)
+
+    def _overdue(self, item: CameraImage) -> bool:
+        """`item` starts a newer set while the pending one waited `wait` already."""
+        if not self._latest or self._waiting_since is None:
+            return False
+        newest = max(im.stamp for im in self._latest.values())
+        late = item.arrival - self._waiting_since >= self.wait
+        return late and item.stamp - newest > self.max_delay
 
     def _jump_due(self, now: float) -> bool:
         expected = [n for n in self.camera_names if n not in self._absent]
@@ -245,11 +275,13 @@ class CameraSetSynchronizer:
         self._behind_since = None
         self._waiting_since = min(im.arrival for im in self._latest.values())
         self._absent.clear()  # a new timeline: wait for every camera again
+        self._overdue_seen = False
         self._last_emitted = float("-inf")
+        self._last_first_arrival = None
         self.time_jumps += 1
         self._jump_note = (old, max(im.stamp for im in self._latest.values()))
 
-    def _try_emit(self, now: float) -> CameraSet | None:
+    def _try_emit(self, now: float, polling: bool, force: bool = False) -> CameraSet | None:
         if not self._latest:
             return None
         newest = max(im.stamp for im in self._latest.values())
@@ -258,14 +290,22 @@ class CameraSetSynchronizer:
         if missing:
             awaited = [n for n in missing if n not in self._absent]
             assert self._waiting_since is not None
-            if awaited and now - self._waiting_since < self.wait:
-                return None  # give the late cameras a little longer
+            if awaited and not force:
+                if now - self._waiting_since < self.wait:
+                    return None  # give the late cameras a little longer
+                if not polling:
+                    return None  # timeouts are the poller's (see poll)
+                if not self._overdue_seen:
+                    self._overdue_seen = True  # let images already received come in first
+                    return None
             for n in missing:
                 self.counters.add(n, "late")
         for n in self._latest:
             if n not in in_window:
                 self.counters.add(n, "stale")
         self._latest = {}
+        self._overdue_seen = False
+        self._last_first_arrival = self._waiting_since
         self._waiting_since = None
         self._absent = set(missing)
         self._last_emitted = newest
