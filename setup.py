@@ -53,6 +53,7 @@ setup(
         "console_scripts": [
             "lidar_ovseg_node = lidar_ovseg_ros.nodes.lidar_ovseg_node:main",
             "camera_occupancy_node = lidar_ovseg_ros.nodes.camera_occupancy_node:main",
+            "camera_ssc_node = lidar_ovseg_ros.nodes.camera_ssc_node:main",
             "lidar-ovseg = lidar_ovseg_ros.cli:main",
         ],
     },

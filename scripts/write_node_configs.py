@@ -1,5 +1,6 @@
-"""Write config/lidar_ovseg.yaml and config/camera_occupancy.yaml from the nodes' parameter
-dataclasses (descriptions, ranges, defaults), so the files never drift from the code.
+"""Write config/lidar_ovseg.yaml, config/camera_occupancy.yaml and config/camera_ssc.yaml from
+the nodes' parameter dataclasses (descriptions, ranges, defaults), so the files never drift from
+the code.
 
     python scripts/write_node_configs.py           # rewrite both files
     python scripts/write_node_configs.py --check   # exit 1 if a file is out of date
@@ -16,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def expected() -> dict[Path, str]:
     from lidar_ovseg_ros.nodes.camera_occupancy_node import CameraNodeParams
+    from lidar_ovseg_ros.nodes.camera_ssc_node import CameraSSCNodeParams
     from lidar_ovseg_ros.nodes.common import render_params_yaml
     from lidar_ovseg_ros.nodes.lidar_ovseg_node import LidarNodeParams
 
@@ -27,6 +29,9 @@ def expected() -> dict[Path, str]:
             CameraNodeParams,
             "camera_occupancy_node",
             "lidar_ovseg_ros/nodes/camera_occupancy_node.py",
+        ),
+        ROOT / "config" / "camera_ssc.yaml": render_params_yaml(
+            CameraSSCNodeParams, "camera_ssc_node", "lidar_ovseg_ros/nodes/camera_ssc_node.py"
         ),
     }
 
