@@ -259,3 +259,20 @@ def test_readme_lidar_ovseg_commands_exist(repo_root):
         match = re.match(r"\s*(?:\.venv/bin/|ros2 run lidar_ovseg_ros )?lidar-ovseg ([\w-]+)", line)
         if match:
             assert match.group(1) in sub.choices, line
+
+
+@pytest.mark.parametrize("config", ["lidar_ovseg.yaml", "camera_occupancy.yaml"])
+def test_shipped_params_files_declare_the_vocabulary(ros, repo_root, config):
+    """`vocabulary: []` in a params file (what ros2 launch and `--params-file` pass) reaches
+    rclpy unset, and an empty list override is re-typed BYTE_ARRAY by rclpy: the node refused to
+    start on a ROS install. The parameters must declare as an empty STRING_ARRAY."""
+    from rclpy.parameter import Parameter
+
+    from lidar_ovseg_ros.nodes.common import VocabularyParameters
+
+    path = repo_root / "config" / config
+    node = ros.make_node("params_file_probe", cli_args=["--ros-args", "--params-file", str(path)])
+    VocabularyParameters(node)
+    vocabulary = node.get_parameter("vocabulary")
+    assert vocabulary.type_ == Parameter.Type.STRING_ARRAY and list(vocabulary.value) == []
+    assert node.get_parameter("vocabulary_file").value == "nuscenes"

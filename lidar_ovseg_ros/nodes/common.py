@@ -344,9 +344,14 @@ class VocabularyParameters:
         if "vocabulary" in overrides and overrides["vocabulary"].type_ in (
             Parameter.Type.STRING,
             Parameter.Type.NOT_SET,  # `vocabulary: []` in a params file arrives unset
+            Parameter.Type.BYTE_ARRAY,  # rclpy types an untyped empty list (value=[]) as bytes
         ):
             names = _vocabulary_list(overrides["vocabulary"].value)
-            overrides["vocabulary"] = Parameter("vocabulary", Parameter.Type.STRING_ARRAY, names)
+            if names:
+                kind = Parameter.Type.STRING_ARRAY
+                overrides["vocabulary"] = Parameter("vocabulary", kind, names)
+            else:  # rclpy re-infers an empty override as BYTE_ARRAY: leave it unset (-> [] below)
+                del overrides["vocabulary"]
         node.declare_parameter(
             "vocabulary",
             Parameter.Type.STRING_ARRAY,
