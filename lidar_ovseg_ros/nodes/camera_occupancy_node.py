@@ -128,19 +128,10 @@ class CameraNodeParams:
         runtime=True,
     )
     wait: float = node_param(
-        2.0,
+        0.5,
         "Seconds (arrival time) a set waits for a late camera before it is mapped without it; a "
-        "camera missing from the previous set is not waited for again. Longer: fewer blanked "
-        "views when the CPU is loaded (six images sent back to back reached the node up to 2 s "
-        "apart on a loaded 2-core machine), but a set missing a camera that delivered the "
-        "previous set is mapped that much later. Images lost in transport are not helped.",
+        "camera missing from the previous set is not waited for again.",
         range=(0.0, 60.0),
-    )
-    image_queue_depth: int = node_param(
-        4,
-        "Images queued per camera topic while the node is busy (older ones are then replaced and "
-        "counted, replaced_<CAM>); with 1 the middleware silently overwrites images that wait.",
-        range=(1, 100),
     )
     future_tolerance: float = node_param(
         1.0,
@@ -163,6 +154,11 @@ class CameraNodeParams:
     )
     diagnostics_period: float = node_param(
         1.0, "Seconds between /diagnostics messages.", range=(0.05, 3600.0)
+    )
+    autostart: bool = node_param(
+        True,
+        "Configure and activate at start-up; false: a managed node that waits for lifecycle "
+        "transitions (configure loads the models, activate subscribes, deactivate pauses).",
     )
 
 
@@ -234,6 +230,31 @@ class CameraOccupancyNode(GuardedNode):
         super().__init__("camera_occupancy_node", **node_kwargs)
         p = declare_node_params(self, CameraNodeParams)
 
+        self._lock = threading.Lock()
+        # Per-camera image counters live in self.sync.counters (see occupancy/camera_sync.py).
+        self.counters = {"sets": 0, "processed": 0, "empty_sets": 0}
+        self.last_problem = ""
+        self.processing_ms = RollingStats()
+        self.arrival_spread_ms = RollingStats()  # first to last image of each complete set
+        self._infos: dict[str, CameraInfo] = {}  # the last valid CameraInfo per camera
+        self._pending_set: CameraSet | None = None  # handed to the worker, not yet taken
+        self.sync = CameraSetSynchronizer(
+            p.camera_names,
+            p.max_delay,
+            p.wait,
+            future_tolerance=p.future_tolerance,
+            on_time_jump=self._on_time_jump,
+        )
+        self.vocab_params = VocabularyParameters(self)  # parameters exist in every state
+        self.diagnostics = DiagnosticsPublisher(
+            self, "camera occupancy", self._diagnostics, period=p.diagnostics_period
+        )
+        self.start()  # autostart: configure + activate now
+
+    def load(self) -> None:
+        """configure: the networks, camera poses, outputs, vocabulary build, worker, inputs."""
+        p = self.params
+
         from lidar_ovseg_ros.occupancy.runtime import SwitchableOccupancy, build_predictor
 
         predictor = build_predictor(
@@ -267,35 +288,17 @@ class CameraOccupancyNode(GuardedNode):
                 "(counted as bad_calibration_<CAM> on /diagnostics)"
             )
 
-        self._lock = threading.Lock()
-        # Per-camera image counters live in self.sync.counters (see occupancy/camera_sync.py).
-        self.counters = {"sets": 0, "processed": 0, "empty_sets": 0}
-        self.last_problem = ""
-        self.processing_ms = RollingStats()
-        self.arrival_spread_ms = RollingStats()  # first to last image of each complete set
-        self._infos: dict[str, CameraInfo] = {}  # the last valid CameraInfo per camera
-        self._pending_set: CameraSet | None = None  # handed to the worker, not yet taken
-        self.sync = CameraSetSynchronizer(
-            p.camera_names,
-            p.max_delay,
-            p.wait,
-            future_tolerance=p.future_tolerance,
-            on_time_jump=self._on_time_jump,
-        )
-
         self.marker_pub = self.create_publisher(MarkerArray, "~/output/voxels", output_qos())
         self.points_pub = self.create_publisher(PointCloud2, "~/output/voxel_points", output_qos())
         self.grounding_pub = self.create_publisher(PointCloud2, "~/output/grounding", output_qos())
         self.vocab_pub = VocabularyPublisher(self)
         self.switcher = VocabularySwitcher(self.model, on_change=self._on_vocabulary_status)
-        self.vocab_params = VocabularyParameters(self, self.switcher)
+        self.vocab_params.attach(self.switcher)
         vocabulary, source = self.vocab_params.initial()
         self.switcher.request(vocabulary, source)
 
         self.worker: LatestWorker = LatestWorker(self._process, name="camera-occupancy-worker")
         qos = input_qos(p.input_reliability)
-        image_qos = input_qos(p.input_reliability)
-        image_qos.depth = p.image_queue_depth
         image_type = CompressedImage if p.compressed else Image
         suffix = "image_raw/compressed" if p.compressed else "image_raw"
         prefix = p.topic_prefix.rstrip("/")
@@ -305,8 +308,8 @@ class CameraOccupancyNode(GuardedNode):
                 self.create_subscription(
                     image_type,
                     f"{prefix}/{name}/{suffix}",
-                    lambda msg, info, n=name: self._on_image(n, msg, info),
-                    image_qos,
+                    lambda msg, n=name: self._on_image(n, msg),
+                    qos,
                 )
             )
             self._subs.append(
@@ -319,9 +322,6 @@ class CameraOccupancyNode(GuardedNode):
             )
         self._poll_timer = self.create_timer(0.05, self._poll)
         self._setup_lidar(p.lidar_topic)
-        self.diagnostics = DiagnosticsPublisher(
-            self, "camera occupancy", self._diagnostics, period=p.diagnostics_period
-        )
         self.get_logger().info(
             f"{len(p.camera_names)} cameras under {prefix}/<camera>/{suffix}; "
             f"poses from {'tf2' if self._tf else 'calibration_file'}; profile {p.profile}"
@@ -339,13 +339,7 @@ class CameraOccupancyNode(GuardedNode):
         self._tf_listener = TransformListener(buffer, self)
         return buffer
 
-    def _on_image(self, name: str, msg: Any, info: Any = None) -> None:
-        arrival = time.monotonic()
-        received_ns = (info or {}).get("received_timestamp") or 0
-        if received_ns > 0:  # when the middleware got it, not when a busy executor took it
-            age = (time.time_ns() - received_ns) * 1e-9
-            if 0.0 <= age < 60.0:
-                arrival -= age
+    def _on_image(self, name: str, msg: Any) -> None:
         try:
             probe_image(msg)
         except CameraInputError as exc:
@@ -355,7 +349,7 @@ class CameraOccupancyNode(GuardedNode):
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         clock = self.get_clock().now().nanoseconds * 1e-9
         future = self.sync.counters.get(name, "future")
-        ready = self.sync.add(name, CameraImage(stamp, arrival, msg), clock)
+        ready = self.sync.add(name, CameraImage(stamp, time.monotonic(), msg), clock)
         if self.sync.counters.get(name, "future") != future:
             self._problem(
                 None,
@@ -637,13 +631,6 @@ class CameraOccupancyNode(GuardedNode):
             values[f"processing_time_ms_{k}"] = v
         for k, v in self.arrival_spread_ms.summary().items():
             values[f"arrival_spread_ms_{k}"] = v
-        late_by = np.asarray(self.sync.late_by_seconds(), np.float64) * 1e3  # late images: how late
-        if late_by.size:
-            values.update(
-                late_by_ms_median=float(np.median(late_by)),
-                late_by_ms_p90=float(np.percentile(late_by, 90)),
-                late_by_ms_max=float(late_by.max()),
-            )
         vocab_values, vocab_state = vocabulary_diagnostics(status)
         values.update(vocab_values)
         late = [n for n, c in self.sync.late_counts.items() if c]
@@ -657,11 +644,15 @@ class CameraOccupancyNode(GuardedNode):
             level, message = DiagnosticStatus.OK, "mapping"
         return level, message, values
 
-    def shutdown(self, timeout: float = 5.0) -> None:
-        """Stop processing: nothing is published after this; the frame in progress is dropped."""
-        self.closing = True
-        self.worker.stop(timeout * 0.6)
-        self.switcher.shutdown(timeout * 0.4)
+    def unload(self, timeout: float = 5.0) -> None:
+        """cleanup: stop the worker (the frame in progress is dropped) and any vocabulary
+        build, drop the model."""
+        if getattr(self, "worker", None) is not None:
+            self.worker.stop(timeout * 0.6)
+        if getattr(self, "switcher", None) is not None:
+            self.switcher.shutdown(timeout * 0.4)
+        self.vocab_params.attach(None)
+        self.worker = self.switcher = self.model = None  # type: ignore[assignment]
 
 
 def _transform_to_matrix(t: Any) -> np.ndarray:

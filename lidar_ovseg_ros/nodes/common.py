@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import json
 import math
 import os
@@ -35,6 +36,7 @@ from rclpy.exceptions import (
     ParameterNotDeclaredException,
 )
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
@@ -344,14 +346,9 @@ class VocabularyParameters:
         if "vocabulary" in overrides and overrides["vocabulary"].type_ in (
             Parameter.Type.STRING,
             Parameter.Type.NOT_SET,  # `vocabulary: []` in a params file arrives unset
-            Parameter.Type.BYTE_ARRAY,  # rclpy types an untyped empty list (value=[]) as bytes
         ):
             names = _vocabulary_list(overrides["vocabulary"].value)
-            if names:
-                kind = Parameter.Type.STRING_ARRAY
-                overrides["vocabulary"] = Parameter("vocabulary", kind, names)
-            else:  # rclpy re-infers an empty override as BYTE_ARRAY: leave it unset (-> [] below)
-                del overrides["vocabulary"]
+            overrides["vocabulary"] = Parameter("vocabulary", Parameter.Type.STRING_ARRAY, names)
         node.declare_parameter(
             "vocabulary",
             Parameter.Type.STRING_ARRAY,
@@ -497,6 +494,9 @@ class VocabularyPublisher:
         self._node = node
         self._pub = node.create_publisher(String, "~/output/vocabulary", latched_qos())
         self._legend_pub = node.create_publisher(Image, "~/output/legend", latched_qos())
+        for pub in (self._pub, self._legend_pub):
+            if isinstance(pub, SafePublisher):
+                pub.managed = False  # the build progress is shown while inactive too
         self._lock = threading.Lock()
         self._last_fingerprint: str | None = None
         self._last_state: str | None = None
@@ -586,10 +586,20 @@ class DiagnosticsPublisher:
         self._name = name
         self._collect = collect
         self._pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        if isinstance(self._pub, SafePublisher):
+            self._pub.managed = False  # reports in every lifecycle state
         self._timer = node.create_timer(period, self.publish)
 
     def publish(self) -> None:
-        level, message, values = self._collect()
+        node = self._node
+        state = node.lifecycle_state if isinstance(node, GuardedNode) else "active"
+        if isinstance(node, GuardedNode) and not node.configured:
+            level, message, values = DiagnosticStatus.OK, f"{state}: models not loaded", {}
+        else:
+            level, message, values = self._collect()
+        values = {"lifecycle_state": state, **values}
+        if isinstance(node, GuardedNode):
+            values.setdefault("callback_errors", node.callback_errors)
         status = DiagnosticStatus()
         status.level = bytes([level]) if isinstance(level, int) else level
         status.name = f"{self._node.get_name()}: {self._name}"
@@ -666,10 +676,11 @@ class SafePublisher(Publisher):
     context was shut down underneath it (Ctrl-C while a frame is in flight)."""
 
     owner: GuardedNode | None = None
+    managed = True  # outputs: only while the node is active; diagnostics/vocabulary: always
 
     def publish(self, msg: Any) -> None:
         owner = self.owner
-        if owner is not None and owner.closing:
+        if owner is not None and (owner.closing or (self.managed and not owner.active)):
             return
         try:
             super().publish(msg)
@@ -680,13 +691,21 @@ class SafePublisher(Publisher):
                 raise
 
 
-class GuardedNode(Node):
-    """A Node whose callbacks can never take the executor down.
+class GuardedNode(LifecycleNode):
+    """A managed (lifecycle) node whose callbacks can never take the executor down.
 
     Every subscription, timer and service callback created through this node is wrapped: an
     exception is logged (throttled), counted in `callback_errors` (reported on /diagnostics) and
     the executor keeps spinning. Setting parameters never raises out of the parameter service
     either, and every refused change is logged with its reason.
+
+    Lifecycle (as yolo_ros): the constructor declares parameters only; `configure` runs the
+    node's `load()` (models, publishers, worker), `activate` subscribes to the inputs created by
+    `load()` and enables the output publishers, `deactivate` unsubscribes and stops publishing
+    (models stay loaded), `cleanup` runs `unload()` and frees everything `load()` created,
+    `shutdown` does what is needed from any state. With the `autostart` parameter (default true)
+    the constructor configures and activates, so plain start-up works without a lifecycle manager
+    and a configure error is raised to the caller as a start-up error.
     """
 
     # Class defaults: rclpy creates the parameter services inside Node.__init__, before ours.
@@ -694,6 +713,138 @@ class GuardedNode(Node):
     last_callback_error = ""
     closing = False  # set once shutdown starts: nothing is published after it
     params: Any = None  # the node's parameter dataclass, kept current by declare_node_params
+    configured = False  # load() ran: models in memory
+    active = False  # inputs subscribed, outputs published
+    _loading = False
+
+    def __init__(self, node_name: str, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self._inputs: list[list[Any]] = []  # [create_subscription args, subscription or None]
+        self._owned: list[Any] = []  # publishers and timers created by load()
+        self._startup_error: BaseException | None = None
+        self._close_timeout = 5.0
+
+    # -- what each node provides -------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load models, create publishers, subscriptions, timers, workers (configure)."""
+        raise NotImplementedError
+
+    def unload(self, timeout: float = 5.0) -> None:
+        """Stop workers and drop the models (cleanup); publishers etc. are freed here."""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def lifecycle_state(self) -> str:
+        try:
+            return str(self._state_machine.current_state[1])
+        except Exception:
+            return "finalized"
+
+    def start(self) -> None:
+        """Call at the end of the constructor: with `autostart`, configure and activate now and
+        raise a configure error as a start-up error; else wait for lifecycle transitions."""
+        if not getattr(self.params, "autostart", True):
+            self.get_logger().info(
+                "autostart is false: waiting for lifecycle transitions "
+                f"(ros2 lifecycle set {self.get_fully_qualified_name()} configure, then activate)"
+            )
+            return
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            raise self._startup_error or RuntimeError("configure failed")
+        self.trigger_activate()
+
+    def on_configure(self, state: Any) -> TransitionCallbackReturn:
+        self._startup_error = None
+        self._loading = True
+        try:
+            self.load()
+        except Exception as exc:
+            self._startup_error = exc
+            self.get_logger().error(f"configure failed: {exc}")
+            self._loading = False
+            with contextlib.suppress(Exception):
+                self._free(1.0)
+            return TransitionCallbackReturn.FAILURE
+        finally:
+            self._loading = False
+        for entry in self._inputs:  # inputs are subscribed only while active
+            self.destroy_subscription(entry[1])
+            entry[1] = None
+        self.configured = True
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: Any) -> TransitionCallbackReturn:
+        for entry in self._inputs:
+            if entry[1] is None:
+                msg_type, topic, callback, a, kw = entry[0]
+                entry[1] = self.create_subscription(msg_type, topic, callback, *a, **kw)
+        self.active = True
+        self.get_logger().info("active: subscribed, publishing")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: Any) -> TransitionCallbackReturn:
+        self.active = False
+        self._unsubscribe()
+        self.get_logger().info("inactive: unsubscribed, models kept loaded")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: Any) -> TransitionCallbackReturn:
+        self._free(self._close_timeout)
+        self.get_logger().info("unconfigured: models freed")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: Any) -> TransitionCallbackReturn:
+        self.closing = True
+        self._free(self._close_timeout)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: Any) -> TransitionCallbackReturn:
+        with contextlib.suppress(Exception):
+            self._free(1.0)
+        return TransitionCallbackReturn.SUCCESS
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop for good (Ctrl-C, tests): nothing is published after this, models are freed."""
+        self.closing = True
+        self._close_timeout = timeout
+        if self.lifecycle_state in ("unconfigured", "inactive", "active"):
+            try:
+                self.trigger_shutdown()
+                return
+            except Exception:  # a transition in progress: free directly
+                pass
+        self._free(timeout)
+
+    def _unsubscribe(self) -> None:
+        for entry in self._inputs:
+            if entry[1] is not None:
+                with contextlib.suppress(Exception):
+                    self.destroy_subscription(entry[1])
+                entry[1] = None
+
+    def _free(self, timeout: float) -> None:
+        self.active = False
+        self._unsubscribe()
+        if self.configured or self._inputs or self._owned:
+            try:
+                self.unload(timeout)
+            except Exception as exc:
+                self.callback_failed("unload", exc)
+        for entity in self._owned:
+            with contextlib.suppress(Exception):
+                if isinstance(entity, Publisher):
+                    self.destroy_publisher(entity)
+                else:
+                    self.destroy_timer(entity)
+        self._owned.clear()
+        self._inputs.clear()
+        self.configured = False
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     @property
     def _runtime(self) -> dict[str, Any]:
@@ -712,6 +863,8 @@ class GuardedNode(Node):
         pub = super().create_publisher(msg_type, topic, *a, **kw)
         if isinstance(pub, SafePublisher):
             pub.owner = self
+        if self._loading:
+            self._owned.append(pub)
         return pub
 
     def guard(self, callback: Callable[..., Any], what: str) -> Callable[..., Any]:
@@ -737,12 +890,18 @@ class GuardedNode(Node):
             )
 
     def create_subscription(self, msg_type: Any, topic: str, callback: Callable, *a, **kw):  # type: ignore[override]
-        return super().create_subscription(
+        sub = super().create_subscription(
             msg_type, topic, self.guard(callback, f"subscription {topic}"), *a, **kw
         )
+        if self._loading:  # an input: subscribed while active only
+            self._inputs.append([(msg_type, topic, callback, a, kw), sub])
+        return sub
 
     def create_timer(self, timer_period_sec: float, callback: Callable, *a, **kw):  # type: ignore[override]
-        return super().create_timer(timer_period_sec, self.guard(callback, "timer"), *a, **kw)
+        timer = super().create_timer(timer_period_sec, self.guard(callback, "timer"), *a, **kw)
+        if self._loading:
+            self._owned.append(timer)
+        return timer
 
     def create_service(self, srv_type: Any, srv_name: str, callback: Callable, *a, **kw):  # type: ignore[override]
         return super().create_service(

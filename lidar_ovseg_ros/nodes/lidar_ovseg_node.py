@@ -169,15 +169,6 @@ class LidarNodeParams:
         "Salesforce/blip-image-captioning-base",
         "Auto mode: BLIP captioning model (hub id or folder) for auto_image_topics.",
     )
-    auto_tagger: str = node_param(
-        "rules",
-        "Auto mode: Caption2Tag by rules (deterministic, no model) or llm (a small instruction "
-        "model with a fixed prompt).",
-        choices=("rules", "llm"),
-    )
-    auto_tagger_model: str = node_param(
-        "", "Auto mode, auto_tagger llm: causal LM id or folder; empty: Qwen2.5-0.5B-Instruct."
-    )
     # Free-text heat map on ~/output/grounding (methods with text features; runtime).
     query: str = node_param(
         "", "Free-text query; a heat map on ~/output/grounding (empty: off).", runtime=True
@@ -227,6 +218,11 @@ class LidarNodeParams:
     diagnostics_period: float = node_param(
         1.0, "Seconds between /diagnostics messages.", range=(0.05, 3600.0)
     )
+    autostart: bool = node_param(
+        True,
+        "Configure and activate at start-up; false: a managed node that waits for lifecycle "
+        "transitions (configure loads the models, activate subscribes, deactivate pauses).",
+    )
 
 
 TIME_JUMP_SECONDS = 1.0
@@ -240,27 +236,6 @@ class LidarOvsegNode(GuardedNode):
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__("lidar_ovseg_node", **node_kwargs)
         p = declare_node_params(self, LidarNodeParams)
-
-        from lidar_ovseg_ros.segmentation.base import METHODS, supports_grounding
-        from lidar_ovseg_ros.segmentation.segmenter import LidarSegmenter
-
-        if p.method not in METHODS:
-            raise ValueError(f"parameter 'method' must be one of {list(METHODS)}, got {p.method!r}")
-        if p.vocabulary_mode == "auto" and p.method != "openscene":  # before any model loads
-            raise ValueError("vocabulary_mode 'auto' needs method 'openscene' (classes by text)")
-        if p.method == "openscene":
-            self.segmenter = _openscene_segmenter(p)
-        else:
-            self.segmenter = LidarSegmenter.from_config(_igloss_config(p))
-        self.grounding = supports_grounding(self.segmenter)
-        if str(p.query).strip() and not self.grounding:
-            raise ValueError(f"'query' needs text-aligned features; method {p.method} has none")
-        if p.profile == "tiny":
-            self.get_logger().warning(
-                f"profile 'tiny' (method {p.method}): the built-in small untrained models are "
-                "running; labels are NOT meaningful. Set profile:=full with the method's "
-                "checkpoint for real labels."
-            )
 
         self._lock = threading.Lock()
         self.counters = {
@@ -289,6 +264,36 @@ class LidarOvsegNode(GuardedNode):
             post_callback=self._on_clock_jump,
         )
         self._frame_id = ""
+        self.vocab_params = VocabularyParameters(self)  # parameters exist in every state
+        self.diagnostics = DiagnosticsPublisher(
+            self, "lidar segmentation", self._diagnostics, period=p.diagnostics_period
+        )
+        self.start()  # autostart: configure + activate now
+
+    def load(self) -> None:
+        """configure: the model, outputs, vocabulary build, worker and the cloud input."""
+        p = self.params
+
+        from lidar_ovseg_ros.segmentation.base import METHODS, supports_grounding
+        from lidar_ovseg_ros.segmentation.segmenter import LidarSegmenter
+
+        if p.method not in METHODS:
+            raise ValueError(f"parameter 'method' must be one of {list(METHODS)}, got {p.method!r}")
+        if p.vocabulary_mode == "auto" and p.method != "openscene":  # before any model loads
+            raise ValueError("vocabulary_mode 'auto' needs method 'openscene' (classes by text)")
+        if p.method == "openscene":
+            self.segmenter = _openscene_segmenter(p)
+        else:
+            self.segmenter = LidarSegmenter.from_config(_igloss_config(p))
+        self.grounding = supports_grounding(self.segmenter)
+        if str(p.query).strip() and not self.grounding:
+            raise ValueError(f"'query' needs text-aligned features; method {p.method} has none")
+        if p.profile == "tiny":
+            self.get_logger().warning(
+                f"profile 'tiny' (method {p.method}): the built-in small untrained models are "
+                "running; labels are NOT meaningful. Set profile:=full with the method's "
+                "checkpoint for real labels."
+            )
 
         self.cloud_pub = self.create_publisher(PointCloud2, "~/output/points", output_qos())
         self.grounding_pub = self.create_publisher(PointCloud2, "~/output/grounding", output_qos())
@@ -298,7 +303,7 @@ class LidarOvsegNode(GuardedNode):
         self.vocab_pub = VocabularyPublisher(self)
 
         self.switcher = VocabularySwitcher(self.segmenter, on_change=self._on_vocabulary_status)
-        self.vocab_params = VocabularyParameters(self, self.switcher)
+        self.vocab_params.attach(self.switcher)
         vocabulary, source = self.vocab_params.initial()
         self.switcher.request(vocabulary, source)
         self.autovocab = None
@@ -316,9 +321,6 @@ class LidarOvsegNode(GuardedNode):
             )
         self.worker: LatestWorker = LatestWorker(self._process, name="lidar-ovseg-worker")
         self.subscription = self._create_input(input_qos(p.input_reliability))
-        self.diagnostics = DiagnosticsPublisher(
-            self, "lidar segmentation", self._diagnostics, period=p.diagnostics_period
-        )
         self.get_logger().info(
             f"listening on {self.subscription.topic_name} ({p.input_reliability}); "
             f"device {self.segmenter.device}; profile {p.profile}"
@@ -538,13 +540,17 @@ class LidarOvsegNode(GuardedNode):
             level, message = DiagnosticStatus.OK, "labeling"
         return level, message, values
 
-    def shutdown(self, timeout: float = 5.0) -> None:
-        """Stop processing: nothing is published after this; the frame in progress is dropped."""
-        self.closing = True
-        if self.autovocab is not None:
+    def unload(self, timeout: float = 5.0) -> None:
+        """cleanup: stop the worker (the frame in progress is dropped) and any vocabulary
+        build, drop the segmenter."""
+        if getattr(self, "autovocab", None) is not None:
             self.autovocab.stop(timeout * 0.2)
-        self.worker.stop(timeout * 0.6)
-        self.switcher.shutdown(timeout * 0.4)
+        if getattr(self, "worker", None) is not None:
+            self.worker.stop(timeout * 0.6)
+        if getattr(self, "switcher", None) is not None:
+            self.switcher.shutdown(timeout * 0.4)
+        self.vocab_params.attach(None)
+        self.worker = self.switcher = self.segmenter = None  # type: ignore[assignment]
 
 
 def _igloss_config(p: LidarNodeParams) -> Any:
