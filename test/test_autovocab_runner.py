@@ -40,7 +40,9 @@ def test_rounds_run_in_the_background_on_the_newest_scan(auto, nuscenes_frame):
     assert len(rounds) == 1  # the same scan is not captioned twice
     runner.submit_scan(nuscenes_frame.xyz[::6])
     assert second.wait(60)
+    assert runner.running
     runner.stop()
+    assert not runner.running
     assert runner.stats.rounds == 2 and runner.stats.errors == 0
     assert runner.stats.scans_received == 2
     assert [r.proposal.round for r in rounds] == [1, 2]

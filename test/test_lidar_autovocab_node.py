@@ -185,6 +185,14 @@ def test_auto_mode_proposes_and_adopts_a_vocabulary_by_itself(nuscenes_frame):
         assert int(d["auto_rounds"]) >= 1 and int(d["auto_errors"]) == 0
         assert int(d["auto_images_received"]) == 2 and int(d["auto_image_errors"]) == 0
         assert d["vocabulary_mode"] == "auto"
+
+        # shutting down stops the rounds and releases the auto-vocabulary topics
+        mode = node.autovocab
+        assert mode.runner.running
+        node.shutdown()
+        topic = f"{NODE}/output/captions"
+        assert wait_for(lambda: probe.node.count_publishers(topic) == 0, 10)
+        assert not mode.runner.running
     finally:
         node.shutdown()
         harness.shutdown()

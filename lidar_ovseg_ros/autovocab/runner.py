@@ -94,6 +94,10 @@ class AutoVocabRunner:
             }
         return scan, images
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
         if self._thread is not None:
             return

@@ -76,6 +76,7 @@ class AutoVocabMode:
         self._proposal_pub = node.create_publisher(
             String, "~/output/vocabulary_proposal", latched_qos()
         )
+        self._pubs = [self._captions_pub, self._proposal_pub]
         self.tpss = RollingStats()
         self.last_tpss = float("nan")
         self.proposals_requested = 0
@@ -160,4 +161,11 @@ class AutoVocabMode:
         return values
 
     def stop(self, timeout: float = 2.0) -> None:
+        """Stop the rounds and release the topics (a later configure makes a new one)."""
         self.runner.stop(timeout)
+        for sub in self._image_subs:
+            self._node.destroy_subscription(sub)
+        self._image_subs = []
+        for pub in self._pubs:
+            self._node.destroy_publisher(pub)
+        self._pubs = []
