@@ -128,8 +128,8 @@ def _official_format(model: VLSceneNet) -> tuple[dict, dict[str, torch.Tensor]]:
             state[k] = v.clone()  # the grid as saved by the official code (same config)
         elif k.endswith("running_var"):
             state[k] = torch.rand(v.shape, generator=g) + 0.5
-        else:
-            state[k] = torch.randn(v.shape, generator=g) * 0.5
+        else:  # small: random weights through 60 blocks must stay finite
+            state[k] = torch.randn(v.shape, generator=g) * (0.02 if v.dim() > 1 else 0.1)
     extra = {
         "clip_net.encoder.conv1.weight": torch.randn(64, 3, 7, 7, generator=g),
         "img_view_transformer.clip_fusion.0.weight": torch.randn(256, 661, 1, 1, generator=g),
@@ -225,3 +225,25 @@ def test_official_config_has_the_official_shapes() -> None:
         assert shapes.get(k) == shape, k
     assert len(net.img_backbone.features) == 55
     assert not any(k.startswith(TRAINING_ONLY_PREFIXES) for k in shapes)
+
+
+def test_sparse_input_indices_are_row_major_for_spconv() -> None:
+    """Regression: `nonzero()` returns column-major (N, 4) indices and spconv reads their memory
+    as row-major, which silently scrambled GSSA's neighbour maps. A submanifold conv on the
+    sparse input must equal the dense conv at the active voxels."""
+    import spconv.pytorch as spconv
+
+    from lidar_ovseg_ros.models.minkunet import spconv_cpu_guard
+    from lidar_ovseg_ros.models.vlscene.gssa import dense_to_sparse
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(1, 8, 16, 16, 4, generator=g)
+    x = x * (torch.rand(1, 1, 16, 16, 4, generator=g) > 0.7)
+    s = dense_to_sparse(x, [16, 16, 4])
+    assert s.indices.is_contiguous()
+    conv = spconv.SubMConv3d(8, 8, (1, 3, 3), padding=(0, 1, 1), bias=False)
+    with torch.no_grad(), spconv_cpu_guard("cpu"):
+        out = conv(s).features
+        dense = torch.nn.functional.conv3d(x, conv.weight.permute(0, 4, 1, 2, 3), padding=(0, 1, 1))
+    mask = x.abs().sum(1) != 0
+    assert torch.allclose(out, dense.permute(0, 2, 3, 4, 1)[mask], atol=1e-5)

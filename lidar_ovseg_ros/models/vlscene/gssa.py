@@ -158,9 +158,12 @@ class BasicBlock7x7(nn.Module):
 
 def dense_to_sparse(x: torch.Tensor, shape: list[int]) -> spconv.SparseConvTensor:
     """The official `extract_nonzero_features`: voxels whose features are not all zero, in
-    (batch, x, y, z) row-major order."""
+    (batch, x, y, z) row-major order (the official `torch.unique` also leaves the indices
+    contiguous)."""
     mask = x.abs().sum(1) != 0
-    coords = mask.nonzero().to(torch.int32)
+    # nonzero() returns a column-major (N, 4) tensor; spconv reads the indices' memory as
+    # row-major, so they must be made contiguous (else the neighbour maps are wrong)
+    coords = mask.nonzero().to(torch.int32).contiguous()
     feats = x.permute(0, 2, 3, 4, 1)[mask]
     return spconv.SparseConvTensor(feats, coords, shape, x.shape[0])
 
