@@ -169,6 +169,15 @@ class LidarNodeParams:
         "Salesforce/blip-image-captioning-base",
         "Auto mode: BLIP captioning model (hub id or folder) for auto_image_topics.",
     )
+    auto_tagger: str = node_param(
+        "rules",
+        "Auto mode: Caption2Tag by rules (deterministic, no model) or llm (a small instruction "
+        "model with a fixed prompt).",
+        choices=("rules", "llm"),
+    )
+    auto_tagger_model: str = node_param(
+        "", "Auto mode, auto_tagger llm: causal LM id or folder; empty: Qwen2.5-0.5B-Instruct."
+    )
     # Free-text heat map on ~/output/grounding (methods with text features; runtime).
     query: str = node_param(
         "", "Free-text query; a heat map on ~/output/grounding (empty: off).", runtime=True
