@@ -131,3 +131,19 @@ def test_tiny_predictor_on_the_kitti_frame(kitti_frame, predictor) -> None:
     again, _ = model.predict(left, right, calib, 0.999)
     assert np.array_equal(again.labels, result.labels)
     assert torch.get_num_threads() == 1
+
+
+def test_full_profile_names_the_missing_checkpoint_and_finds_a_fetched_one(tmp_path, monkeypatch):
+    from lidar_ovseg_ros.cli import main as cli_main
+    from lidar_ovseg_ros.models.checkpoints import CheckpointNotFoundError
+    from lidar_ovseg_ros.weights import resolve_model_file
+
+    monkeypatch.setenv("LIDAR_OVSEG_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(CheckpointNotFoundError, match="vlscene"):
+        build_vlscene_predictor("full")
+    # the manual entry: a file downloaded by hand is installed and then resolved by name
+    downloaded = tmp_path / "epoch_30.pth"
+    torch.save({"state_dict": {"x": torch.zeros(1)}}, downloaded)
+    assert cli_main(["weights", "fetch", "vlscene", "--file", str(downloaded)]) == 0
+    path = resolve_model_file(None, "vlscene")
+    assert path.is_file() and path.name == "vlscene.pth"
