@@ -97,6 +97,7 @@ def test_lidar_node_exits_cleanly_with_clouds_in_flight(
     finally:
         stop.set()
         feeder.join(5)
+    print(f"\n{proc.args[2]}: exit {proc.returncode} {elapsed:.2f} s after {len(signals)} signals")
     assert proc.returncode == 0, _check_log(proc, tmp_path)[-3000:]
     assert elapsed < EXIT_SECONDS, f"exit took {elapsed:.2f} s"
     _check_log(proc, tmp_path)
@@ -138,6 +139,7 @@ def test_camera_node_exits_cleanly_with_images_in_flight(
     finally:
         stop.set()
         feeder.join(5)
+    print(f"\n{proc.args[2]}: exit {proc.returncode} {elapsed:.2f} s after {len(signals)} signals")
     assert proc.returncode == 0, _check_log(proc, tmp_path)[-3000:]
     assert elapsed < EXIT_SECONDS, f"exit took {elapsed:.2f} s"
     _check_log(proc, tmp_path)

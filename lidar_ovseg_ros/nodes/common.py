@@ -346,9 +346,14 @@ class VocabularyParameters:
         if "vocabulary" in overrides and overrides["vocabulary"].type_ in (
             Parameter.Type.STRING,
             Parameter.Type.NOT_SET,  # `vocabulary: []` in a params file arrives unset
+            Parameter.Type.BYTE_ARRAY,  # rclpy types an untyped empty list (value=[]) as bytes
         ):
             names = _vocabulary_list(overrides["vocabulary"].value)
-            overrides["vocabulary"] = Parameter("vocabulary", Parameter.Type.STRING_ARRAY, names)
+            if names:
+                kind = Parameter.Type.STRING_ARRAY
+                overrides["vocabulary"] = Parameter("vocabulary", kind, names)
+            else:  # rclpy re-infers an empty override as BYTE_ARRAY: leave it unset (-> [] below)
+                del overrides["vocabulary"]
         node.declare_parameter(
             "vocabulary",
             Parameter.Type.STRING_ARRAY,
@@ -841,6 +846,8 @@ class GuardedNode(LifecycleNode):
         self._owned.clear()
         self._inputs.clear()
         self.configured = False
+        if self.closing:
+            return  # the process ends: no point collecting
         gc.collect()
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available():
@@ -937,8 +944,9 @@ STARTUP_ERRORS = (
 """Errors a user can fix before starting again: reported as one line, exit code 1."""
 
 
-SHUTDOWN_SECONDS = 1.5
-"""Time the node gives its worker and vocabulary build to finish after SIGINT/SIGTERM."""
+SHUTDOWN_SECONDS = 0.8
+"""Time the node gives its worker and vocabulary build to finish after SIGINT/SIGTERM; a frame
+still inside the model after that is abandoned (nothing is published after shutdown starts)."""
 
 
 def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = None) -> int:
