@@ -77,6 +77,9 @@ def test_lidar_node_lifecycle_over_dds(tmp_path, nuscenes_frame):
         assert lc.state() == "unconfigured" and not node.configured
         assert getattr(node, "segmenter", None) is None
         assert node.set_parameters([Parameter("max_points", value=400_000)])[0].successful
+        # A vocabulary set while unconfigured is validated now and built by `configure`.
+        assert node.set_parameters([Parameter("vocabulary", value=["car", "tree"])])[0].successful
+        assert not node.set_parameters([Parameter("vocabulary", value=["a", "A"])])[0].successful
 
         assert lc.transition(Transition.TRANSITION_CONFIGURE)
         assert lc.state() == "inactive" and node.segmenter is not None
@@ -88,6 +91,7 @@ def test_lidar_node_lifecycle_over_dds(tmp_path, nuscenes_frame):
         assert lc.state() == "active"
         assert wait_for(lambda: pub.get_subscription_count() > 0, 10)
         assert wait_for(lambda: node.switcher.status().active is not None, 300)
+        assert node.switcher.status().active.names == ["car", "tree"]
         pub.publish(cloud)
         assert wait_for(lambda: len(outputs) == 1, 60), "an active node labels"
 

@@ -438,12 +438,17 @@ class VocabularyParameters:
         except Exception as exc:  # never let a bad value escape into the executor
             return self._refuse(", ".join(mine), f"{type(exc).__name__}: {exc}")
         vocabulary, source = request
+        if self._switcher is None:  # not configured: `configure` builds what the parameters say
+            self._node.get_logger().info(
+                f"vocabulary '{vocabulary.name}' ({len(vocabulary)} classes) from {source} "
+                "accepted; it is built when the node is configured"
+            )
+            return SetParametersResult(successful=True)
         self._node.get_logger().info(
             f"building vocabulary '{vocabulary.name}' ({len(vocabulary)} classes) "
             f"from {source} in the background; the active one keeps labeling"
         )
-        if self._switcher is not None:
-            self._switcher.request(vocabulary, source)
+        self._switcher.request(vocabulary, source)
         return SetParametersResult(successful=True)
 
     def _post_set(self, params: list[Parameter]) -> None:

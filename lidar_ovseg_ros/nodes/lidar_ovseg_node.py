@@ -365,7 +365,7 @@ class LidarOvsegNode(GuardedNode):
         )
 
     def check_param(self, name: str, value: Any) -> str | None:
-        if name == "query" and str(value).strip() and not self.grounding:
+        if name == "query" and str(value).strip() and self.configured and not self.grounding:
             return f"method {self.params.method} has no text-aligned features for 'query'"
         return None
 
