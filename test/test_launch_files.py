@@ -24,7 +24,9 @@ from lidar_ovseg_ros.launch_support import (
     player_command,
 )
 
-LAUNCH_FILES = ("lidar_ovseg.launch.py", "camera_occupancy.launch.py", "replay.launch.py")
+LAUNCH_FILES = sorted(
+    p.name for p in (Path(__file__).resolve().parents[1] / "launch").glob("*.launch.py")
+)
 
 
 def _tree(repo_root: Path, name: str) -> ast.Module:
@@ -122,14 +124,15 @@ def test_every_started_process_ends_the_launch_when_it_exits(repo_root, name):
     assert not _calls(tree, "IfCondition")  # processes start from checked code, not conditions
 
 
-@pytest.mark.parametrize(
-    ("name", "tool"),
-    [
-        ("lidar_ovseg.launch.py", "rviz2"),
-        ("camera_occupancy.launch.py", "rviz2"),
-        ("replay.launch.py", "ros2bag"),
-    ],
-)
+def _tools(name: str) -> list[str]:
+    """The optional tools a launch file can start: RViz, or ros2 bag for the replay."""
+    text = (Path(__file__).resolve().parents[1] / "launch" / name).read_text()
+    return [
+        t for t, needle in (("rviz2", '"rviz2"'), ("ros2bag", "player_command")) if needle in text
+    ]
+
+
+@pytest.mark.parametrize(("name", "tool"), [(n, t) for n in LAUNCH_FILES for t in _tools(n)])
 def test_optional_tools_are_checked_before_anything_starts(repo_root, name, tool):
     tree = _tree(repo_root, name)
     (check,) = _calls(tree, "missing_tools")
