@@ -272,3 +272,26 @@ def test_checkpoint_loads_through_the_official_wrapper(tmp_path, cache_dir):
     loaded = seg.extractor.model.state_dict()
     for key, value in source.state_dict().items():
         assert torch.equal(loaded[key], value), key
+
+
+def test_memory_model_bounds_the_measured_peak(repo_root):
+    """The cost model behind the node's memory_budget_mb is an upper bound of the measured peak
+    of the node's per-cloud path (tiny network, a cloud where every point is kept, fresh
+    process; scripts/bench_memory.py)."""
+    import json
+    import subprocess
+    import sys
+
+    from lidar_ovseg_ros.models.waffleiron import WaffleIronConfig
+    from lidar_ovseg_ros.segmentation.segmenter import MemoryModel
+
+    n = 60_000
+    cmd = [sys.executable, str(repo_root / "scripts" / "bench_memory.py")]
+    cmd += ["--child", "tiny", str(n), "--path", "node", "--threads", "1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300)
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    assert row["kept"] > 0.99 * n
+    measured = row["peak_delta_mb"] * 2**20
+    model = MemoryModel.for_waffleiron(WaffleIronConfig.tiny())
+    assert 0 < measured <= model.peak_bytes(n)
+    assert model.max_points(model.peak_bytes(n)) == n
