@@ -18,10 +18,23 @@ from ..models.checkpoints import DEFAULT_STATE_DICT_KEYS, load_weights
 from ..models.waffleiron import WaffleIron, WaffleIronConfig
 from .preprocess import PreparedScan, PreprocessConfig, collate, preprocess
 
-__all__ = ["STAGES", "PointFeatureExtractor"]
+__all__ = ["PREPROCESS_BACKENDS", "STAGES", "PointFeatureExtractor", "resolve_backend"]
 
 STAGES = ("preprocess", "knn", "backbone", "upsample")
 _AMP_DTYPES = (torch.float16, torch.bfloat16)
+PREPROCESS_BACKENDS = ("numpy", "torch", "auto")
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """ "auto" -> "torch" on CUDA (device-resident preprocessing), "numpy" elsewhere (numpy and
+    cKDTree are faster than torch on a CPU: docs/benchmarks.md "Device-resident pipeline")."""
+    if backend not in PREPROCESS_BACKENDS:
+        raise ValueError(
+            f"preprocess_backend must be one of {list(PREPROCESS_BACKENDS)}, got {backend!r}"
+        )
+    if backend == "auto":
+        return "torch" if device.type == "cuda" else "numpy"
+    return backend
 
 
 class PointFeatureExtractor:
@@ -39,13 +52,18 @@ class PointFeatureExtractor:
         device: str | torch.device = "cpu",
         amp_dtype: torch.dtype | None = None,
         knn_workers: int = -1,
+        preprocess_backend: str = "numpy",
     ) -> None:
+        """`preprocess_backend`: "numpy" (official numpy/cKDTree preprocessing on the host),
+        "torch" (`torch_preprocess.preprocess_torch` on `device`: one host-to-device copy, kept
+        features never leave the device) or "auto" (torch on CUDA, numpy on CPU)."""
         preprocess_cfg.check_backbone(model.config)
         if amp_dtype is not None and amp_dtype not in _AMP_DTYPES:
             raise ValueError(
                 f"amp_dtype must be None, torch.float16 or torch.bfloat16, got {amp_dtype}"
             )
         self.device = torch.device(device)
+        self.preprocess_backend = resolve_backend(preprocess_backend, self.device)
         self.model = model.to(self.device).eval()
         self.preprocess_cfg = preprocess_cfg
         self.amp_dtype = amp_dtype
@@ -62,10 +80,23 @@ class PointFeatureExtractor:
         device: str | torch.device = "cpu",
         amp_dtype: torch.dtype | None = None,
         keys: tuple[str, ...] = DEFAULT_STATE_DICT_KEYS,
+        preprocess_backend: str = "numpy",
     ) -> PointFeatureExtractor:
         """Build the model from `config` and load an official checkpoint strictly."""
         model = load_weights(WaffleIron(config), path, keys=keys)
-        return cls(model, preprocess_cfg, device=device, amp_dtype=amp_dtype)
+        return cls(
+            model,
+            preprocess_cfg,
+            device=device,
+            amp_dtype=amp_dtype,
+            preprocess_backend=preprocess_backend,
+        )
+
+    @property
+    def device_resident(self) -> bool:
+        """True when preprocessing runs in torch on the device (`extract_kept` then returns a
+        `DevicePreparedScan`)."""
+        return self.preprocess_backend == "torch"
 
     @property
     def out_channels(self) -> int:
@@ -82,8 +113,23 @@ class PointFeatureExtractor:
         """Features of the kept points only: ([M, D] float32 on the device, the `PreparedScan`
         whose `upsample_index` maps every input point to its kept point). Per-point consumers
         (a classifier) can work on the M rows and gather their results, instead of an [N, D]
-        upsampled copy (4 KB per input point at D = 1024). `timings` has no 'upsample'."""
+        upsampled copy (4 KB per input point at D = 1024). `timings` has no 'upsample'.
+
+        With the torch backend the scan is a `DevicePreparedScan` (tensors on the device) and
+        `timings` also has "h2d" (the one host-to-device copy of the points)."""
         t_start = time.perf_counter()
+        if self.device_resident:
+            from .torch_preprocess import preprocess_torch
+
+            dscan = preprocess_torch(points, self.preprocess_cfg, self.device)
+            t0 = time.perf_counter()
+            kept = self._forward_device(dscan)
+            self._sync()
+            t1 = time.perf_counter()
+            self.last_num_kept = [dscan.num_points]
+            self.timings = {**dscan.timings, "backbone": t1 - t0, "upsample": 0.0}
+            self.timings["total"] = t1 - t_start
+            return kept, dscan  # type: ignore[return-value]
         scan = preprocess(points, self.preprocess_cfg, workers=self.knn_workers)
         t0 = time.perf_counter()
         kept = self.forward_prepared([scan])[0]
@@ -147,6 +193,15 @@ class PointFeatureExtractor:
             for j, i in enumerate(active):
                 results[i] = out[j, :, : prepared[i].num_points].T
         return results  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def _forward_device(self, scan) -> torch.Tensor:
+        """Backbone on a `DevicePreparedScan` -> [M, D] float32 kept features (on the device)."""
+        if scan.num_points == 0:
+            return torch.zeros((0, self.out_channels), dtype=torch.float32, device=self.device)
+        with self._autocast():
+            out = self.model(scan.feats[None], scan.cell_ind[None], scan.neighbors[None], None)
+        return out.float()[0].T
 
     def _upsample(self, scan: PreparedScan, kept: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
         n, d = scan.num_input, kept.shape[1]

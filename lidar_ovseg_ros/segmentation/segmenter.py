@@ -60,6 +60,7 @@ SENSORS = ("nuscenes", "semantickitti")
 BACKBONE_PRESETS = ("scalr_plus", "scalr_v1", "tiny")
 DEVICES = ("auto", "cpu", "cuda")
 OUT_OF_CROP = ("nearest", "no_class")
+PREPROCESS_BACKENDS = ("numpy", "torch", "auto")
 AMP_MODES = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEFAULT_CACHE_DIR = "~/.cache/lidar_ovseg_ros/prototypes"
 STAGES = ("preprocess", "knn", "backbone", "upsample", "classifier", "total")
@@ -100,6 +101,9 @@ class SegmenterConfig:
     out_of_crop: label of finite points outside the backbone's crop (beyond 64 m for ScaLR+):
         "nearest" (default, as IGLOSS and ScaLR do: the label of the nearest kept point) or
         "no_class" (`NO_CLASS_ID`). Non-finite points always get `NO_CLASS_ID`.
+    preprocess_backend: "numpy" (official numpy/cKDTree preprocessing on the host), "torch"
+        (device-resident: `torch_preprocess`, labels gathered on the device, one copy back) or
+        "auto" (default: torch on CUDA, numpy on CPU). Same labels either way.
     """
 
     profile: str = "full"
@@ -116,6 +120,7 @@ class SegmenterConfig:
     device: str = "auto"
     amp: str = "none"
     out_of_crop: str = "nearest"
+    preprocess_backend: str = "auto"
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> SegmenterConfigError:
@@ -135,6 +140,8 @@ class SegmenterConfig:
             raise bad("amp", f"one of {list(AMP_MODES)}")
         if self.out_of_crop not in OUT_OF_CROP:
             raise bad("out_of_crop", f"one of {list(OUT_OF_CROP)}")
+        if self.preprocess_backend not in PREPROCESS_BACKENDS:
+            raise bad("preprocess_backend", f"one of {list(PREPROCESS_BACKENDS)}")
         if not (self.device in DEVICES or str(self.device).startswith("cuda:")):
             raise bad("device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
         if isinstance(self.images_per_class, bool) or not isinstance(self.images_per_class, int):
@@ -446,6 +453,10 @@ class LidarSegmenter:
             valid = np.zeros(0, dtype=bool)
             if return_features:
                 features_out = np.zeros((0, self.feature_dim), dtype=np.float32)
+        elif getattr(self.extractor, "device_resident", False):
+            labels, scores, valid, features_out = self._segment_on_device(
+                points, active, label_outside_crop, return_features, timings
+            )
         else:
             kept, scan = self.extractor.extract_kept(points)
             for key in ("preprocess", "knn", "backbone"):
@@ -481,6 +492,45 @@ class LidarSegmenter:
             timings=timings,
         )
 
+    def _segment_on_device(
+        self,
+        points: np.ndarray,
+        active: ActiveVocabulary,
+        label_outside_crop: bool,
+        return_features: bool,
+        timings: dict[str, float],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """`segment` with the torch preprocessing backend: everything stays on the device until
+        one copy of labels, scores and validity (features only when asked for). The
+        host-to-device copy is counted in "preprocess"."""
+        from lidar_ovseg_ros.segmentation.torch_preprocess import labels_to_host
+
+        kept, scan = self.extractor.extract_kept(points)
+        ext = self.extractor.timings
+        timings["preprocess"] = float(ext.get("h2d", 0.0) + ext.get("preprocess", 0.0))
+        timings["knn"] = float(ext.get("knn", 0.0))
+        timings["backbone"] = float(ext.get("backbone", 0.0))
+        t0 = time.perf_counter()
+        if scan.num_points:
+            cls, conf = active.classifier.predict(kept)
+        else:
+            cls = conf = kept.new_zeros(0)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t1 = time.perf_counter()
+        labels, scores, valid = labels_to_host(scan, cls, conf, label_outside_crop, NO_CLASS_ID)
+        features_out = None
+        if return_features:
+            features_out = np.zeros((scan.num_input, self.feature_dim), dtype=np.float32)
+            has = scan.upsample_index >= 0
+            if scan.num_points and bool(has.any()):
+                rows = kept[scan.upsample_index.clamp(min=0)]
+                rows[~has] = 0
+                features_out = rows.float().cpu().numpy()
+        timings["classifier"] = t1 - t0
+        timings["upsample"] = time.perf_counter() - t1
+        return labels, scores, valid, features_out
+
 
 # -- builders ------------------------------------------------------------------------------
 
@@ -500,12 +550,19 @@ def _tiny_extractor(cfg: SegmenterConfig, device: torch.device, amp: torch.dtype
     pre = _preprocess_config(cfg.sensor, wi_cfg)
     if cfg.checkpoint is not None:
         return PointFeatureExtractor.from_checkpoint(
-            cfg.checkpoint, wi_cfg, pre, device=device, amp_dtype=amp
+            cfg.checkpoint,
+            wi_cfg,
+            pre,
+            device=device,
+            amp_dtype=amp,
+            preprocess_backend=cfg.preprocess_backend,
         )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
         model = WaffleIron(wi_cfg)
-    return PointFeatureExtractor(model, pre, device=device, amp_dtype=amp)
+    return PointFeatureExtractor(
+        model, pre, device=device, amp_dtype=amp, preprocess_backend=cfg.preprocess_backend
+    )
 
 
 def _full_extractor(cfg: SegmenterConfig, device: torch.device, amp: torch.dtype | None) -> Any:
@@ -524,7 +581,9 @@ def _full_extractor(cfg: SegmenterConfig, device: torch.device, amp: torch.dtype
         raise CheckpointNotFoundError(f"checkpoint file not found: {path}")
     wi_cfg = getattr(WaffleIronConfig, cfg.backbone)()
     pre = _preprocess_config(cfg.sensor, wi_cfg)
-    return PointFeatureExtractor.from_checkpoint(path, wi_cfg, pre, device=device, amp_dtype=amp)
+    return PointFeatureExtractor.from_checkpoint(
+        path, wi_cfg, pre, device=device, amp_dtype=amp, preprocess_backend=cfg.preprocess_backend
+    )
 
 
 def build_prototype_bank(cfg: SegmenterConfig, device: torch.device | None = None) -> Any:
