@@ -128,10 +128,19 @@ class CameraNodeParams:
         runtime=True,
     )
     wait: float = node_param(
-        0.5,
+        2.0,
         "Seconds (arrival time) a set waits for a late camera before it is mapped without it; a "
-        "camera missing from the previous set is not waited for again.",
+        "camera missing from the previous set is not waited for again. Longer: fewer blanked "
+        "views when the CPU is loaded (six images sent back to back reached the node up to 2 s "
+        "apart on a loaded 2-core machine), but a set missing a camera that delivered the "
+        "previous set is mapped that much later. Images lost in transport are not helped.",
         range=(0.0, 60.0),
+    )
+    image_queue_depth: int = node_param(
+        4,
+        "Images queued per camera topic while the node is busy (older ones are then replaced and "
+        "counted, replaced_<CAM>); with 1 the middleware silently overwrites images that wait.",
+        range=(1, 100),
     )
     future_tolerance: float = node_param(
         1.0,
@@ -299,6 +308,8 @@ class CameraOccupancyNode(GuardedNode):
 
         self.worker: LatestWorker = LatestWorker(self._process, name="camera-occupancy-worker")
         qos = input_qos(p.input_reliability)
+        image_qos = input_qos(p.input_reliability)
+        image_qos.depth = p.image_queue_depth
         image_type = CompressedImage if p.compressed else Image
         suffix = "image_raw/compressed" if p.compressed else "image_raw"
         prefix = p.topic_prefix.rstrip("/")
@@ -308,8 +319,8 @@ class CameraOccupancyNode(GuardedNode):
                 self.create_subscription(
                     image_type,
                     f"{prefix}/{name}/{suffix}",
-                    lambda msg, n=name: self._on_image(n, msg),
-                    qos,
+                    lambda msg, info, n=name: self._on_image(n, msg, info),
+                    image_qos,
                 )
             )
             self._subs.append(
@@ -339,7 +350,13 @@ class CameraOccupancyNode(GuardedNode):
         self._tf_listener = TransformListener(buffer, self)
         return buffer
 
-    def _on_image(self, name: str, msg: Any) -> None:
+    def _on_image(self, name: str, msg: Any, info: Any = None) -> None:
+        arrival = time.monotonic()
+        received_ns = (info or {}).get("received_timestamp") or 0
+        if received_ns > 0:  # when the middleware got it, not when a busy executor took it
+            age = (time.time_ns() - received_ns) * 1e-9
+            if 0.0 <= age < 60.0:
+                arrival -= age
         try:
             probe_image(msg)
         except CameraInputError as exc:
@@ -349,7 +366,7 @@ class CameraOccupancyNode(GuardedNode):
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         clock = self.get_clock().now().nanoseconds * 1e-9
         future = self.sync.counters.get(name, "future")
-        ready = self.sync.add(name, CameraImage(stamp, time.monotonic(), msg), clock)
+        ready = self.sync.add(name, CameraImage(stamp, arrival, msg), clock)
         if self.sync.counters.get(name, "future") != future:
             self._problem(
                 None,
@@ -631,6 +648,13 @@ class CameraOccupancyNode(GuardedNode):
             values[f"processing_time_ms_{k}"] = v
         for k, v in self.arrival_spread_ms.summary().items():
             values[f"arrival_spread_ms_{k}"] = v
+        late_by = np.asarray(self.sync.late_by_seconds(), np.float64) * 1e3  # late images: how late
+        if late_by.size:
+            values.update(
+                late_by_ms_median=float(np.median(late_by)),
+                late_by_ms_p90=float(np.percentile(late_by, 90)),
+                late_by_ms_max=float(late_by.max()),
+            )
         vocab_values, vocab_state = vocabulary_diagnostics(status)
         values.update(vocab_values)
         late = [n for n, c in self.sync.late_counts.items() if c]
