@@ -346,3 +346,35 @@ def test_cpe_is_exact_with_several_torch_threads(nuscenes_frame):
     for r in runs:
         assert torch.allclose(r, one, atol=1e-5)
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("padding", ["official", "masked"])
+def test_unbuilt_padding_equals_the_padded_attention(padding):
+    """pool_sectors never builds the zero padding; it equals attention over the padded keys,
+    here with very unequal sectors (1 key against 300)."""
+    import dataclasses
+
+    cfg = dataclasses.replace(TINY, padding=padding)
+    head = build_smap_head(config=cfg, seed=5)
+    rng = np.random.default_rng(5)
+    phi = np.concatenate([rng.uniform(-3.0, -2.7, 300), [0.1], rng.uniform(1.0, 1.5, 20)])
+    pts = np.stack([np.cos(phi), np.sin(phi), np.zeros_like(phi)], axis=1) * 10
+    masks = sector_masks(pts)
+    x = torch.randn(len(pts), cfg.embed_dim, generator=torch.Generator().manual_seed(5)) * 3
+    sub = np.flatnonzero(masks.sum(0) > 0)
+    m = masks[:, sub]
+    max_n = int(m.sum(0).max())
+    keys = torch.zeros(len(sub), max_n, cfg.embed_dim)
+    pad = torch.ones(len(sub), max_n)
+    for r in range(len(sub)):
+        sel = x[torch.from_numpy(m[:, r])]
+        keys[r, : len(sel)] = sel
+        pad[r, : len(sel)] = 0
+    query = torch.stack([x[torch.from_numpy(m[:, r])].mean(0) for r in range(len(sub))])
+    with torch.no_grad():
+        got = head.pool_sectors(x, masks).embeddings[torch.from_numpy(sub)]
+        ref = attention_pool(
+            query, keys, pad, head.q_proj, head.k_proj, head.v_proj, head.c_proj, 2, padding
+        )
+    assert max_n == 300 and m.sum(0).min() == 1
+    assert torch.allclose(got, ref, atol=1e-5)

@@ -213,8 +213,37 @@ class SmapHead(nn.Module):
             valid=np.zeros(s, dtype=bool),
         )
 
+    def _pool_one(self, feats: torch.Tensor, max_n: int) -> torch.Tensor:
+        """One sector's attention pooling, equal to `attention_pool` over its keys zero-padded
+        to `max_n` without building the padding: a zero key projects to the k/v biases, so the
+        `max_n - n` padded slots share one logit (q . b_k / sqrt(d) + 1, the official float
+        mask) and one value (b_v), counted with their multiplicity in the softmax."""
+        n, e = feats.shape
+        h = self.config.num_heads
+        d = e // h
+        scale = 1.0 / math.sqrt(d)
+        q = self.q_proj(feats.mean(dim=0)).view(h, d)
+        k = self.k_proj(feats).view(n, h, d)
+        v = self.v_proj(feats).view(n, h, d)
+        logits = torch.einsum("hd,nhd->hn", q * scale, k)  # [H, n]
+        pads = max_n - n
+        if pads > 0 and self.config.padding == "official":
+            b_k = self.k_proj.bias.view(h, d)
+            b_v = self.v_proj.bias.view(h, d)
+            pad_logit = (q * scale * b_k).sum(dim=1) + 1.0  # [H]
+            top = torch.maximum(logits.max(dim=1).values, pad_logit)
+            w = torch.exp(logits - top[:, None])  # [H, n]
+            w_pad = pads * torch.exp(pad_logit - top)  # [H]
+            num = torch.einsum("hn,nhd->hd", w, v) + w_pad[:, None] * b_v
+            out = num / (w.sum(dim=1) + w_pad)[:, None]
+        else:  # no padding, or the textbook mask: padded keys get no weight
+            out = torch.einsum("hn,nhd->hd", torch.softmax(logits, dim=1), v)
+        return self.c_proj(out.reshape(e))
+
     def pool_sectors(self, x: torch.Tensor, masks: np.ndarray) -> SmapOutput:
-        """Attention pooling of encoded voxels x [N, E] into sectors (masks [N, S] bool)."""
+        """Attention pooling of encoded voxels x [N, E] into sectors (masks [N, S] bool); the
+        padding of the official batched call is accounted for exactly but never built (memory
+        O(N E) instead of O(S max_n E))."""
         s = masks.shape[1]
         counts = masks.sum(axis=0).astype(np.int64)
         valid = counts > 0
@@ -222,27 +251,9 @@ class SmapHead(nn.Module):
         if not valid.any():
             return SmapOutput(embeddings=out, counts=counts, valid=valid)
         max_n = int(counts.max())
-        keep = np.flatnonzero(valid)
-        e = x.shape[1]
-        keys = x.new_zeros((len(keep), max_n, e))
-        pad = x.new_ones((len(keep), max_n))
-        query = x.new_empty((len(keep), e))
-        for row, j in enumerate(keep):
+        for j in np.flatnonzero(valid):
             sel = x[torch.from_numpy(masks[:, j]).to(x.device)]
-            query[row] = sel.mean(dim=0)
-            keys[row, : len(sel)] = sel
-            pad[row, : len(sel)] = 0.0
-        out[torch.from_numpy(keep).to(x.device)] = attention_pool(
-            query,
-            keys,
-            pad,
-            self.q_proj,
-            self.k_proj,
-            self.v_proj,
-            self.c_proj,
-            self.config.num_heads,
-            self.config.padding,
-        )
+            out[int(j)] = self._pool_one(sel, max_n)
         return SmapOutput(embeddings=out, counts=counts, valid=valid)
 
 
