@@ -28,6 +28,10 @@ class VoxelGrid:
         return self.total_voxels > len(self.labels)
 
 
+MAX_VOXEL_INDEX = 2**52
+"""Points farther than this many voxels from the origin are left out (int64-safe coordinates)."""
+
+
 def voxelize_labels(
     xyz: np.ndarray,
     labels: np.ndarray,
@@ -41,6 +45,8 @@ def voxelize_labels(
     xyz = np.asarray(xyz, dtype=np.float64)[:, :3]
     labels = np.asarray(labels).astype(np.int64)
     keep = (labels != ignore_label) & np.isfinite(xyz).all(axis=1)
+    # Voxel coordinates must fit int64 (a garbage return at 1e38 m would wrap to a bogus cube).
+    keep &= (np.abs(xyz) < MAX_VOXEL_INDEX * voxel_size).all(axis=1)
     xyz, labels = xyz[keep], labels[keep]
     empty = VoxelGrid(
         centers=np.zeros((0, 3), np.float32),

@@ -1,5 +1,7 @@
 """Majority-vote voxelisation with a display cap."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -38,3 +40,14 @@ def test_empty_and_invalid():
     assert nan.total_voxels == 0
     with pytest.raises(ValueError, match="voxel_size"):
         voxelize_labels(np.zeros((1, 3)), np.zeros(1), 0.0)
+
+
+def test_garbage_coordinates_make_no_bogus_cube():
+    """A labeled point at 3e38 m (out-of-crop points are labeled by default) used to wrap its
+    int64 voxel coordinate to a cube near -3.7e18 m, with a RuntimeWarning."""
+    xyz = np.array([[1, 2, 3], [3e38, 0, 0], [1e10, 1e10, 1e10]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        grid = voxelize_labels(xyz, np.array([1, 2, 3], np.uint16), 0.4)
+    assert list(grid.labels) == [1, 3]
+    assert np.abs(grid.centers).max() < 1.1e10
