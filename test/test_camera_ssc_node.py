@@ -207,3 +207,31 @@ def test_bad_camera_info_is_refused_and_counted(running):
     probe.publish_info("right", 2004, p=np.zeros((3, 4)))
     assert wait_for(lambda: node.sync.counters.get("right", "bad_camera_info") > before, 10)
     assert wait_for(lambda: "rectified" in probe.diag_values().get("last_problem", ""), 10)
+
+
+def test_node_process_sigint_and_missing_weights(node_process, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    proc = node_process(["-m", "lidar_ovseg_ros.nodes.camera_ssc_node"])
+    time.sleep(3.0)  # let it load before the fixture's SIGINT (clean exit, no traceback)
+    assert proc.poll() is None
+    missing = tmp_path / "vlscene.pth"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lidar_ovseg_ros.nodes.camera_ssc_node",
+            "--ros-args",
+            "-p",
+            "profile:=full",
+            "-p",
+            f"weights:={missing}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 1
+    assert str(missing) in res.stderr and "Traceback" not in res.stderr
