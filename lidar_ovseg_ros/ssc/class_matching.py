@@ -20,9 +20,10 @@ from lidar_ovseg_ros.vocabulary import NO_CLASS_ID
 __all__ = ["DEFAULT_MATCH_THRESHOLD", "VLSCENE_PROMPTS", "ClassMatch", "match_classes"]
 
 # Default minimum cosine between a VLScene class and an active class (CLIP ViT-B/16 text
-# embeddings, "a photo of a {}." ensembles). Text-text cosines of CLIP are high for any two
-# object words (~0.7-0.8); 0.85 keeps synonyms and near-synonyms ("car"/"automobile",
-# "vegetation"/"plants") and drops merely related words. A parameter of the node.
+# embeddings, template-ensembled). Text-text cosines of CLIP are high for any two object words
+# (often 0.7-0.8); 0.85 is meant to keep synonyms and near-synonyms and drop merely related
+# words. It is a judgement, NOT measured here (no CLIP weights offline): check the match table
+# the node logs and reports on /diagnostics, and tune `match_threshold` (runtime).
 DEFAULT_MATCH_THRESHOLD = 0.85
 
 # Natural-language prompts of VLScene's classes 1..19 (SemanticKITTI names, hyphens spelt out).
