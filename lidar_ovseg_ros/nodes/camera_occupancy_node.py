@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
@@ -314,6 +315,10 @@ class CameraOccupancyNode(GuardedNode):
         suffix = "image_raw/compressed" if p.compressed else "image_raw"
         prefix = p.topic_prefix.rstrip("/")
         self._subs = []
+        # Camera inputs in their own reentrant group (their handlers are thread-safe): neither the
+        # poll timer nor each other keep them waiting, so on a busy executor every image already
+        # received is taken in the same round as a poll that finds its set overdue.
+        inputs = ReentrantCallbackGroup()
         for name in p.camera_names:
             self._subs.append(
                 self.create_subscription(
@@ -321,6 +326,7 @@ class CameraOccupancyNode(GuardedNode):
                     f"{prefix}/{name}/{suffix}",
                     lambda msg, info, n=name: self._on_image(n, msg, info),
                     image_qos,
+                    callback_group=inputs,
                 )
             )
             self._subs.append(
@@ -329,6 +335,7 @@ class CameraOccupancyNode(GuardedNode):
                     f"{prefix}/{name}/camera_info",
                     lambda msg, n=name: self._on_camera_info(n, msg),
                     qos,
+                    callback_group=inputs,
                 )
             )
         self._poll_timer = self.create_timer(0.05, self._poll)
@@ -393,12 +400,12 @@ class CameraOccupancyNode(GuardedNode):
     def _submit(self, ready: CameraSet) -> None:
         if not ready.missing:
             self.arrival_spread_ms.add(ready.arrival_spread * 1e3)
-        with self._lock:
+        with self._lock:  # one hand-over at a time: the worker's slot and ours must agree
             replaced, self._pending_set = self._pending_set, ready
+            self.worker.submit(ready)
         if replaced is not None:  # the worker was busy: the older set is never mapped
             for name in replaced.images:
                 self.sync.counters.add(name, "replaced")
-        self.worker.submit(ready)
 
     def _on_time_jump(self, old: float, new: float) -> None:
         self.get_logger().warning(
