@@ -263,6 +263,8 @@ class LidarOvsegNode(GuardedNode):
         self.last_rejection = ""
         self.processing_ms = RollingStats()
         self.latency_ms = RollingStats()
+        # per stage of the last frames (ms): decode, the segmenter's STAGES, encode, markers
+        self.stage_ms: dict[str, RollingStats] = {}
         self._last_stamp: float | None = None
         self._clock_jump = self.get_clock().create_jump_callback(
             JumpThreshold(
@@ -463,7 +465,9 @@ class LidarOvsegNode(GuardedNode):
             with self._lock:
                 self.counters["empty"] += 1
         nearest = self._runtime["out_of_crop"] == "nearest"
+        t_decoded = time.perf_counter()
         result = self.segmenter.segment(points, label_outside_crop=nearest)
+        t_segmented = time.perf_counter()
         vocabulary = result.vocabulary.vocabulary
         rgb = vocabulary.colors_for(result.labels)
         height = scan.shape[0] if scan.shape[0] * scan.shape[1] == n and n else 1
@@ -471,6 +475,7 @@ class LidarOvsegNode(GuardedNode):
             msg.header, scan.xyz, points[:, 3], result.labels, result.scores, rgb, height=height
         )
         self.cloud_pub.publish(out)
+        t_encoded = time.perf_counter()
         if self.autovocab is not None:
             self.autovocab.on_frame(points, result)
         self._publish_grounding(msg, scan.xyz, result)
@@ -482,6 +487,15 @@ class LidarOvsegNode(GuardedNode):
                 max_voxels=int(self._runtime["max_markers"]),
             )
             self.marker_pub.publish(voxel_markers(grid, vocabulary, msg.header))
+        t_markers = time.perf_counter()
+        stages = {f"segment_{k}": v for k, v in result.timings.items()}
+        stages.update(
+            decode=t_decoded - start,
+            encode=t_encoded - t_segmented,
+            markers=t_markers - t_encoded,
+        )
+        for name, seconds in stages.items():
+            self.stage_ms.setdefault(name, RollingStats()).add(seconds * 1e3)
         elapsed_ms = (time.perf_counter() - start) * 1e3
         latency_ms = (
             self.get_clock().now().nanoseconds * 1e-9 - stamp_to_seconds(msg.header.stamp)
@@ -530,9 +544,12 @@ class LidarOvsegNode(GuardedNode):
         values.update(vocab_values)
         if self.autovocab is not None:
             values.update(self.autovocab.diagnostics())
+        extractor = getattr(self.segmenter, "extractor", None)
+        values["preprocess_backend"] = getattr(extractor, "preprocess_backend", "n/a")
         for key, stats in (
             ("processing_time_ms", self.processing_ms),
             ("latency_ms", self.latency_ms),
+            *((f"stage_{name}_ms", st) for name, st in sorted(self.stage_ms.items())),
         ):
             for k, v in stats.summary().items():
                 values[f"{key}_{k}"] = v

@@ -57,8 +57,10 @@ __all__ = [
 
 KNN_METHODS = ("auto", "brute", "grid")
 GRID_LEVELS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
-"""Cell sizes (m) tried in turn by `knn_grid` (LiDAR after 0.1 m voxels: 0.5 m resolves ~all
-dense points, 2 m and 8 m the sparse far rings; the rest goes to brute force)."""
+"""Cell sizes (m) tried in turn by `knn_grid`. Measured on the bundled nuScenes scan (0.1 m
+voxels): the nearest kept point of 99% of the input points is resolved at 0.25 m; the 17
+neighbours of 3% of the kept points at 0.25 m, 37% at 0.5 m, 74% at 1 m, 90% at 2 m, 97% at 4 m,
+99.5% at 8 m (32 beams: sparse far rings); so k > 4 starts at 0.5 m. The rest: brute force."""
 BRUTE_PAIRS_CPU = 2_000_000
 BRUTE_PAIRS_CUDA = 400_000_000
 """`knn(method="auto")` uses brute force up to this many query x reference pairs (measured with
@@ -164,16 +166,17 @@ def knn_brute(
 def _ragged_candidates(
     cell_q: torch.Tensor, sorted_keys: torch.Tensor, spans: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For query cells [Q, 3] (already +1 shifted): first row and count of each of the 27
-    neighbour cells in `sorted_keys` -> (starts [Q, 27], counts [Q, 27], counts per query [Q])."""
+    """For query cells [Q, 3] (already +1 shifted): the 27 neighbour cells as 9 runs of 3
+    consecutive keys (z - 1 .. z + 1 of each (x, y) column) -> first row and count of each run in
+    `sorted_keys` (starts [Q, 9], counts [Q, 9]) and the candidates per query [Q]."""
     dev = cell_q.device
-    offsets = torch.tensor(
-        [(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)], device=dev
-    )
-    nb = cell_q[:, None, :] + offsets[None]  # [Q, 27, 3]
-    keys = (nb[..., 0] * spans[1] + nb[..., 1]) * spans[2] + nb[..., 2]
-    starts = torch.searchsorted(sorted_keys, keys, right=False)
-    counts = torch.searchsorted(sorted_keys, keys, right=True) - starts
+    offsets = torch.tensor([(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)], device=dev)
+    column = (cell_q[:, None, 0] + offsets[None, :, 0]) * spans[1] + (
+        cell_q[:, None, 1] + offsets[None, :, 1]
+    )  # [Q, 9]
+    low = column * spans[2] + (cell_q[:, None, 2] - 1)
+    starts = torch.searchsorted(sorted_keys, low, right=False)
+    counts = torch.searchsorted(sorted_keys, low + 2, right=True) - starts
     return starts, counts, counts.sum(1)
 
 
@@ -223,10 +226,12 @@ def _grid_level(
         pair = torch.repeat_interleave(torch.arange(st.numel(), device=dev), ct, output_size=total)
         pos = torch.arange(total, device=dev)
         rows = st[pair] + (pos - (torch.cumsum(ct, 0) - ct)[pair])
-        qid = torch.div(pair, 27, rounding_mode="floor")
+        qid = torch.div(pair, 9, rounding_mode="floor")
         col = pos - (torch.cumsum(pq, 0) - pq)[qid]
         del pair, pos
-        d = (ref_sorted[rows] - query[lo:hi][qid]).square_().sum(1)
+        diff = (ref_sorted[rows] - query[lo:hi][qid]).square_()
+        d = (diff[:, 0] + diff[:, 1]) + diff[:, 2]  # faster than .sum(1) over 3 columns
+        del diff
         dense = torch.full((hi - lo, width), float("inf"), dtype=torch.float64, device=dev)
         dense[qid, col] = d
         which = torch.zeros((hi - lo, width), dtype=torch.int64, device=dev)
@@ -245,11 +250,14 @@ def knn_grid(
     ref: torch.Tensor,
     query: torch.Tensor,
     k: int,
-    levels: tuple[float, ...] = GRID_LEVELS,
+    levels: tuple[float, ...] | None = None,
     chunk_elements: int = CHUNK_ELEMENTS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact k nearest neighbours through a hash grid (see the module docstring); same outputs as
-    `knn_brute` (up to the order of exact-distance ties)."""
+    `knn_brute` (up to the order of exact-distance ties). `levels`: cell sizes tried in turn
+    (default `GRID_LEVELS`, from 0.5 m when k > 4)."""
+    if levels is None:
+        levels = GRID_LEVELS if k <= 4 else GRID_LEVELS[1:]
     ref64, q64 = ref.double(), query.double()
     k = min(k, ref.shape[0])
     nq = query.shape[0]
