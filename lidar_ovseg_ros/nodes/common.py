@@ -738,7 +738,7 @@ class GuardedNode(LifecycleNode):
 
     def load(self) -> None:
         """Load models, create publishers, subscriptions, timers, workers (configure)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define load()")
 
     def unload(self, timeout: float = 5.0) -> None:
         """Stop workers and drop the models (cleanup); publishers etc. are freed here."""
