@@ -26,6 +26,7 @@ from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Float32
 from visualization_msgs.msg import MarkerArray
 
+from lidar_ovseg_ros import allocator
 from lidar_ovseg_ros.latest_worker import LatestWorker
 from lidar_ovseg_ros.nodes.common import (
     DiagnosticsPublisher,
@@ -245,6 +246,8 @@ class LidarOvsegNode(GuardedNode):
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__("lidar_ovseg_node", **node_kwargs)
         p = declare_node_params(self, LidarNodeParams)
+        allocator.configure()  # RSS stays bounded under clouds of varying sizes (issue 9.6)
+        self._trimmer = allocator.Trimmer(min_interval=1.0)
 
         self._lock = threading.Lock()
         self.counters = {
@@ -425,6 +428,7 @@ class LidarOvsegNode(GuardedNode):
         return False
 
     def _process(self, msg: PointCloud2) -> None:
+        self._trimmer.maybe_trim()  # free heap pages of the previous clouds, at most 1/s
         start = time.perf_counter()
         if self._too_old(msg):
             return
