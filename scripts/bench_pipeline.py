@@ -176,7 +176,7 @@ def child(args: argparse.Namespace) -> None:
         if dev.type == "cuda"
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     )
-    kept = int(seg.extractor.last_num_kept[0]) if seg.extractor.last_num_kept else 0
+    kept = preprocess(points, seg.extractor.preprocess_cfg).num_points
     print(json.dumps({"runs": runs, "peak": peak, "n": len(points), "m": kept}))
 
 
@@ -188,6 +188,7 @@ def run_child(path: str, config: str, scan: str, args: argparse.Namespace) -> di
     cmd = [sys.executable, __file__, "--child", path, "--config", config, "--scan", scan]
     cmd += ["--device", args.device, "--amp", args.amp]
     cmd += ["--frames", str(args.frames), "--warmup", str(args.warmup)]
+    cmd += ["--threads", str(args.threads)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -358,6 +359,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", default="none", choices=list(AMP_MODES))
     parser.add_argument("--frames", type=int, default=50)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (cKDTree: all cores)"
+    )
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--knn", action="store_true", help="compare the exact kNN methods")
     parser.add_argument("--knn-repeats", type=int, default=5)
@@ -368,6 +372,7 @@ def main() -> None:
     parser.add_argument("--config", default="tiny", help=argparse.SUPPRESS)
     parser.add_argument("--scan", default="nuscenes", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.path:
         child(args)
         return

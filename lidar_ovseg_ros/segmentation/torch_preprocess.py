@@ -209,16 +209,19 @@ def _grid_level(
     if nq == 0:
         return index, dist, torch.zeros(nq, dtype=torch.bool, device=dev)
     starts, counts, per_query = _ragged_candidates(cell_q, sorted_keys, spans)
-    # query chunks whose padded [rows, most candidates] matrix stays under chunk_elements
-    bounds, lo = [], 0
-    most = per_query.max().item()
-    step = max(1, chunk_elements // max(1, most))
+    # queries by candidate count, in chunks whose padded [rows, widest] matrix stays under
+    # chunk_elements: a dense cell does not widen the matrix of the sparse queries
+    order = torch.argsort(per_query)
+    counts_sorted = per_query[order].cpu().numpy()
+    lo = 0
     while lo < nq:
-        bounds.append((lo, min(nq, lo + step)))
-        lo += step
-    for lo, hi in bounds:
-        st, ct, pq = starts[lo:hi].reshape(-1), counts[lo:hi].reshape(-1), per_query[lo:hi]
-        width = int(pq.max())
+        fits = (np.arange(lo + 1, nq + 1) - lo) * counts_sorted[lo:] <= chunk_elements
+        hi = lo + max(1, int(np.argmin(fits)) if not fits.all() else nq - lo)
+        chunk, lo_q = order[lo:hi], lo
+        lo = hi
+        st, ct = starts[chunk].reshape(-1), counts[chunk].reshape(-1)
+        pq = per_query[chunk]
+        width = int(counts_sorted[hi - 1])
         if width == 0:
             continue
         # ragged expansion, query-major: candidate j of (query, cell) pair p is row st[p] + j
@@ -229,18 +232,18 @@ def _grid_level(
         qid = torch.div(pair, 9, rounding_mode="floor")
         col = pos - (torch.cumsum(pq, 0) - pq)[qid]
         del pair, pos
-        diff = (ref_sorted[rows] - query[lo:hi][qid]).square_()
+        diff = (ref_sorted[rows] - query[chunk][qid]).square_()
         d = (diff[:, 0] + diff[:, 1]) + diff[:, 2]  # faster than .sum(1) over 3 columns
         del diff
-        dense = torch.full((hi - lo, width), float("inf"), dtype=torch.float64, device=dev)
+        dense = torch.full((hi - lo_q, width), float("inf"), dtype=torch.float64, device=dev)
         dense[qid, col] = d
-        which = torch.zeros((hi - lo, width), dtype=torch.int64, device=dev)
+        which = torch.zeros((hi - lo_q, width), dtype=torch.int64, device=dev)
         which[qid, col] = rows
         del rows, qid, col, d
         kk = min(k, width)
         top, arg = torch.topk(dense, kk, dim=1, largest=False, sorted=True)
-        dist[lo:hi, :kk] = top
-        index[lo:hi, :kk] = perm[which.gather(1, arg)]
+        dist[chunk, :kk] = top
+        index[chunk, :kk] = perm[which.gather(1, arg)]
         del dense, which, top, arg
     resolved = dist[:, k - 1] < reach.square()
     return index, dist, resolved
