@@ -388,8 +388,16 @@ class ViewTransformerLSSVoxel(nn.Module):
         fh, fw = oh // self.downsample, ow // self.downsample
         ds = torch.arange(*dbound, dtype=torch.float).view(-1, 1, 1).expand(-1, fh, fw)
         d = ds.shape[0]
-        xs = torch.linspace(0, ow - 1, fw, dtype=torch.float).view(1, 1, fw).expand(d, fh, fw)
-        ys = torch.linspace(0, oh - 1, fh, dtype=torch.float).view(1, fh, 1).expand(d, fh, fw)
+        xs = (
+            torch.linspace(0, ow - 1, fw, dtype=torch.float, device=ds.device)
+            .view(1, 1, fw)
+            .expand(d, fh, fw)
+        )
+        ys = (
+            torch.linspace(0, oh - 1, fh, dtype=torch.float, device=ds.device)
+            .view(1, fh, 1)
+            .expand(d, fh, fw)
+        )
         return torch.stack((xs, ys, ds), -1)
 
     @staticmethod
