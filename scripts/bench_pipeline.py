@@ -297,7 +297,7 @@ def agreement(args: argparse.Namespace) -> None:
             )
             changed = int((a.labels != b.labels).sum())
             print(
-                f"| {config} | {scan}{'' if args.box is None else f' (|x|,|y| < {args.box} m)'} "
+                f"| {config} | {scan}{'' if args.box is None else f' (x, y in +-{args.box} m)'} "
                 f"| {len(points):,} | {diff.max():.3g} | {np.median(rel):.3g} | {cos.min():.5f} "
                 f"| {changed:,} / {len(points):,} |"
             )
