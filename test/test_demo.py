@@ -41,6 +41,12 @@ def test_demo_runs_end_to_end(tmp_path, monkeypatch):
             with Image.open(image) as img:
                 assert img.size[0] > 500 and img.size[1] > 300
     assert (out / "outputs.mcap").is_dir() or (out / "outputs").is_dir()
+    osc = summary["openscene"]  # lidar_ovseg_node method openscene with a text query
+    assert osc["profile"] == "tiny" and osc["labeled_clouds"] >= 1
+    assert osc["query"] == "a car" and osc["end_to_end_latency_ms"]["n"] >= 1
+    for image in osc["images"]:
+        with Image.open(image) as img:
+            assert img.size[0] > 500 and img.size[1] > 300
     cam = summary["camera_occupancy"]  # camera_occupancy_node on the bag's six cameras
     assert cam["profile"] == "tiny" and cam["voxel_maps"] >= 1 and cam["occupied_voxels"] > 0
     assert cam["end_to_end_latency_ms"]["n"] >= 1

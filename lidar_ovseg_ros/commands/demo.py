@@ -40,6 +40,8 @@ class DemoOptions:
     cameras: bool = True  # also run camera_occupancy_node on the bag's six cameras
     pop3d_weights: str = ""
     query: str = "a parked car"
+    openscene: bool = True  # also run lidar_ovseg_node with method openscene and a text query
+    lidar_query: str = "a car"
 
 
 def register(subparsers) -> None:
@@ -73,6 +75,14 @@ def register(subparsers) -> None:
     )
     p.add_argument("--pop3d-weights", default="", help="pop3d_weights.pth for real occupancy")
     p.add_argument("--query", default="a parked car", help="grounding query of the camera stage")
+    p.add_argument(
+        "--no-openscene",
+        action="store_true",
+        help="skip the OpenScene stage (lidar_ovseg_node method openscene + a text query)",
+    )
+    p.add_argument(
+        "--lidar-query", default="a car", help="grounding query of the OpenScene LiDAR stage"
+    )
     p.set_defaults(handler=_run)
 
 
@@ -99,6 +109,8 @@ def _run(args: argparse.Namespace) -> int:
             cameras=not args.no_cameras,
             pop3d_weights=args.pop3d_weights,
             query=args.query,
+            openscene=not args.no_openscene,
+            lidar_query=args.lidar_query,
         )
     )
     return 0
@@ -454,6 +466,9 @@ def _drive(
             report["pass_seconds"] = round(time.monotonic() - pass_start, 3)
             passes.append(report)
         diag = _diagnostics_snapshot(probe)
+        openscene = (
+            _openscene_stage(opts, out, bag_path, context, executor) if opts.openscene else None
+        )
         camera = _camera_stage(opts, out, bag_path, context, executor) if opts.cameras else None
     finally:
         recorder.close()
@@ -469,6 +484,7 @@ def _drive(
         "processing_time_ms": _percentiles(probe.processing_ms),
         "recorded_bag": str(out / "outputs.mcap"),
         "diagnostics": diag,
+        "openscene": openscene,
         "camera_occupancy": camera,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -545,6 +561,15 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
     proc = summary["processing_time_ms"]
     if proc:
         print(f"node processing time: median {proc['median']:.0f} ms, p90 {proc['p90']:.0f} ms")
+    osc = summary.get("openscene")
+    if osc:
+        lat = osc["end_to_end_latency_ms"]
+        print(
+            f"OpenScene ({osc['profile']}): {osc['labeled_clouds']} labeled clouds, latency median "
+            f"{lat.get('median', float('nan')):.0f} ms; grounding '{osc['query']}' on the points"
+        )
+        for image in osc["images"]:
+            print(f"  image: {image}")
     cam = summary.get("camera_occupancy")
     if cam:
         lat = cam["end_to_end_latency_ms"]
@@ -563,6 +588,130 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
             "POP-3D weights, the paper's prototype images), run:\n"
             f"  {real_demo_command()}"
         )
+
+
+def _openscene_stage(
+    opts: DemoOptions, out: Path, bag_path: Path, context: Any, executor: Any
+) -> dict[str, Any]:
+    """lidar_ovseg_node with `method openscene` (renamed, on its own input topic) and a runtime
+    `query`: labeled points and the free-text heat map over the LiDAR points, as PNGs."""
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import PointCloud2
+
+    from lidar_ovseg_ros.bags.rclpy_tools import BagPlayer, PlayOptions
+    from lidar_ovseg_ros.pointcloud import decode_fields
+    from lidar_ovseg_ros.viz import render_bev, render_heat_bev
+    from lidar_ovseg_ros.vocabulary import load_vocabulary
+
+    cached = _cached("openscene-nuscenes-openseg") and _model_available(
+        "openai/clip-vit-large-patch14-336"
+    )
+    profile = "full" if cached else "tiny"
+    if profile == "tiny":
+        print(
+            "[demo] OpenScene stage: tiny built-in profile (untrained MinkUNet, tiny CLIP text "
+            "model): labels and heat map are NOT meaningful; `lidar-ovseg weights fetch --all-for "
+            "openscene` makes them real",
+            flush=True,
+        )
+    name, topic = "lidar_openscene_node", "/lidar/points_openscene"
+    cmd = [
+        sys.executable,
+        "-m",
+        "lidar_ovseg_ros.nodes.lidar_ovseg_node",
+        "--ros-args",
+        "-r",
+        f"__node:={name}",
+        "-r",
+        f"~/input/points:={topic}",
+        "-p",
+        "method:=openscene",
+        "-p",
+        f"profile:={profile}",
+        "-p",
+        "vocabulary_file:=nuscenes",
+        "-p",
+        "input_reliability:=reliable",
+        "-p",
+        f"query:={opts.lidar_query}",
+        "-p",
+        f"device:={opts.device}",
+    ]
+    log = (out / "openscene_node.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    probe = Node("demo_openscene_probe", context=context)
+    rel = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    labeled: list[tuple[float, Any]] = []
+    grounding: list[Any] = []
+    sent: dict[tuple[int, int], float] = {}
+    probe.create_subscription(
+        PointCloud2,
+        topic,
+        lambda m: sent.setdefault((m.header.stamp.sec, m.header.stamp.nanosec), time.monotonic()),
+        rel,
+    )
+    probe.create_subscription(
+        PointCloud2, f"/{name}/output/points", lambda m: labeled.append((time.monotonic(), m)), rel
+    )
+    probe.create_subscription(PointCloud2, f"/{name}/output/grounding", grounding.append, rel)
+    executor.add_node(probe)
+    try:
+        player = BagPlayer(
+            bag_path,
+            PlayOptions(
+                topics=["/lidar/points"],
+                remap={"/lidar/points": topic},
+                wait_for_subscribers=2,
+                wait_timeout=opts.startup_timeout,
+            ),
+            node_name="demo_openscene_player",
+            context=context,
+        )
+        executor.add_node(player)
+        print(f"[demo] OpenScene stage: replaying {opts.sweeps} sweeps ...", flush=True)
+        player.start()
+        player.wait(timeout=opts.startup_timeout + opts.sweeps / opts.rate_hz)
+        _wait(lambda: bool(labeled) and bool(grounding), 300, "waiting for OpenScene output", proc)
+        time.sleep(2.0)  # let the last frame come back
+        executor.remove_node(player)
+        player.destroy_node()
+        latencies = [
+            (t - sent[(m.header.stamp.sec, m.header.stamp.nanosec)]) * 1e3
+            for t, m in labeled
+            if (m.header.stamp.sec, m.header.stamp.nanosec) in sent
+        ]
+        cloud = decode_fields(labeled[-1][1])
+        xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=1)
+        heat = decode_fields(grounding[-1])
+        heat_xyz = np.stack([heat["x"], heat["y"], heat["z"]], axis=1)
+        note = " (tiny: UNTRAINED)" if profile == "tiny" else ""
+        labels_png, heat_png = out / "openscene_bev.png", out / "lidar_grounding_bev.png"
+        render_bev(
+            xyz,
+            np.asarray(cloud["label"]),
+            load_vocabulary("nuscenes"),
+            labels_png,
+            title=f"OpenScene{note}",
+        )
+        render_heat_bev(heat_xyz, heat["score"], heat_png, title=f"'{opts.lidar_query}'{note}")
+        return {
+            "profile": profile,
+            "labeled_clouds": len(labeled),
+            "query": opts.lidar_query,
+            "end_to_end_latency_ms": _percentiles(latencies),
+            "images": [str(labels_png), str(heat_png)],
+        }
+    finally:
+        executor.remove_node(probe)
+        probe.destroy_node()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
 
 
 def _camera_stage(
