@@ -629,3 +629,77 @@ def test_max_age_and_sim_time_clock_jumps(running, nuscenes_frame):
         assert probe.set(Parameter("max_age", value=0.0))[0].successful
         probe.node.destroy_publisher(clock_pub)
     assert wait_for(lambda: int(probe.latest_diag_values().get("dropped_old", 0)) >= 1, 10)
+
+
+def _hostile_cloud(rng: np.random.Generator, i: int, stamp_sec: int) -> PointCloud2:
+    """Cloud i of a seeded fuzz stream: kinds 0-6 are malformed in one way each (the node must
+    reject and count them), kind 7 is a valid layout filled with random bytes (NaN, inf, 1e38,
+    denormals: decoded and labeled)."""
+    n = int(rng.integers(1, 400))
+    pts = rng.normal(0, 20, (n, 4)).astype(np.float32)
+    msg = cloud_msg(pts, stamp_sec=stamp_sec)
+    kind = i % 8
+    if kind == 0:  # data shorter than width * point_step
+        msg.data = msg.data[: int(rng.integers(0, len(msg.data)))]
+    elif kind == 1:  # no x/y/z
+        msg.fields = msg.fields[3:]
+    elif kind == 2:  # unknown datatype
+        msg.fields[int(rng.integers(0, 4))].datatype = int(rng.integers(9, 256))
+    elif kind == 3:  # fields past point_step
+        msg.point_step = int(rng.integers(1, 16))
+        msg.row_step = msg.point_step * msg.width
+    elif kind == 4:  # absurd width for the bytes that came
+        msg.width = int(rng.integers(n + 1, 2**31))
+    elif kind == 5:  # a field offset far past the point
+        msg.fields[0].offset = int(rng.integers(16, 2**31))
+    elif kind == 6:  # height * width disagreeing with the data (organized claim)
+        msg.height = int(rng.integers(2, 1000))
+    else:
+        msg.data = rng.integers(0, 256, len(msg.data), dtype=np.uint8).tobytes()
+    return msg
+
+
+def test_fuzz_thousands_of_hostile_clouds_node_alive_counting_and_labels_unchanged(
+    running, nuscenes_frame
+):
+    """Issue 9 (done-when): a few thousand generated hostile clouds at the running node; it stays
+    alive, every cloud that reached it is accounted for by exactly one outcome, and a valid scan
+    is labeled exactly as before the attack."""
+    node, probe = running
+    reference = decode_fields(probe.publish_and_wait(cloud_msg(nuscenes_frame.points, 7000)))
+    assert node.worker.wait_idle(60)
+    c0 = dict(node.counters)
+    dropped0, failed0 = node.worker.dropped, node.worker.failed
+    rng = np.random.default_rng(2026)
+    sent = 3000
+    for i in range(sent):  # paced: the node keeps one message per topic (KEEP_LAST 1)
+        probe.pub.publish(_hostile_cloud(rng, i, 7001 + i))
+        wait_for(lambda i=i: node.counters["received"] - c0["received"] > i, 2, period=0.001)
+    assert node.counters["received"] - c0["received"] >= sent * 0.9
+    settled = lambda: node.worker.wait_idle(1) and node.worker.wait_idle(1)  # noqa: E731
+    assert wait_for(settled, 120)
+    delta = {k: node.counters[k] - c0[k] for k in c0}
+    outcomes = (
+        delta["processed"]
+        + delta["rejected_malformed"]
+        + delta["rejected_oversized"]
+        + delta["rejected_memory_budget"]
+        + delta["dropped_old"]
+        + delta["skipped_no_vocabulary"]
+        + (node.worker.dropped - dropped0)
+        + (node.worker.failed - failed0)
+    )
+    assert 0 < delta["received"] <= sent
+    assert outcomes == delta["received"], delta
+    assert delta["rejected_malformed"] > 0 and node.worker.failed == failed0
+    after = decode_fields(probe.publish_and_wait(cloud_msg(nuscenes_frame.points, 7001 + sent)))
+    np.testing.assert_array_equal(after["label"], reference["label"])
+    np.testing.assert_allclose(after["score"], reference["score"], rtol=0, atol=1e-6)
+    values = probe.latest_diag_values()
+    assert wait_for(
+        lambda: (
+            int(probe.latest_diag_values().get("rejected_malformed", 0))
+            >= c0["rejected_malformed"] + delta["rejected_malformed"]
+        ),
+        10,
+    ), values
