@@ -23,6 +23,7 @@ from lidar_ovseg_ros.vocabulary import NO_CLASS_COLOR, NO_CLASS_ID, load_preset
 pytestmark = pytest.mark.ros
 
 NODE = "/lidar_ovseg_node"
+SUBPROCESS_NODE = "/lidar_ovseg_subprocess"
 
 
 def cloud_msg(points: np.ndarray, stamp_sec: int = 100, frame_id: str = "LIDAR_TOP"):
@@ -97,6 +98,22 @@ class Probe:
         self.pub.publish(msg)
         assert wait_for(lambda: len(self.clouds) > before, timeout), "no labeled cloud came back"
         return self.clouds[-1]
+
+    def publish_and_wait_stamped(self, msg: PointCloud2, timeout: float = 60.0) -> PointCloud2:
+        """Publish `msg` and return the labeled cloud carrying its (unique) stamp: outputs of
+        earlier inputs still in flight are skipped."""
+        stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+
+        def mine() -> PointCloud2 | None:
+            with self.lock:
+                for out in reversed(self.clouds):
+                    if (out.header.stamp.sec, out.header.stamp.nanosec) == stamp:
+                        return out
+            return None
+
+        self.pub.publish(msg)
+        assert wait_for(lambda: mine() is not None, timeout), "no labeled cloud came back"
+        return mine()
 
     def set(self, *params: Parameter):
         assert self.set_params.wait_for_service(10)
@@ -337,6 +354,10 @@ def test_node_process_sigint_and_missing_checkpoint(node_process, tmp_path):
             "-m",
             "lidar_ovseg_ros.nodes.lidar_ovseg_node",
             "--ros-args",
+            # Its own name: the in-process node of the `running` fixture shares this DDS domain,
+            # and two /lidar_ovseg_node's would share the vocabulary topic and parameter service.
+            "-r",
+            f"__node:={SUBPROCESS_NODE[1:]}",
             "-p",
             f"cache_dir:={tmp_path}",
             "-p",
@@ -348,7 +369,7 @@ def test_node_process_sigint_and_missing_checkpoint(node_process, tmp_path):
     harness = RosHarness()
     try:
         client = harness.make_node("h1_client").create_client(
-            SetParameters, f"{NODE}/set_parameters"
+            SetParameters, f"{SUBPROCESS_NODE}/set_parameters"
         )
         assert client.wait_for_service(120), "the node process never offered its parameters"
         deep = tmp_path / "deep.yaml"
@@ -692,7 +713,8 @@ def test_fuzz_thousands_of_hostile_clouds_node_alive_counting_and_labels_unchang
     assert 0 < delta["received"] <= sent
     assert outcomes == delta["received"], delta
     assert delta["rejected_malformed"] > 0 and node.worker.failed == failed0
-    after = decode_fields(probe.publish_and_wait(cloud_msg(nuscenes_frame.points, 7001 + sent)))
+    after = probe.publish_and_wait_stamped(cloud_msg(nuscenes_frame.points, 7001 + sent))
+    after = decode_fields(after)
     np.testing.assert_array_equal(after["label"], reference["label"])
     np.testing.assert_allclose(after["score"], reference["score"], rtol=0, atol=1e-6)
     values = probe.latest_diag_values()
